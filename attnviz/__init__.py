@@ -1,0 +1,28 @@
+"""attnviz: see what attention blocks (SE, ECA, CBAM, BAM) inside CNNs do.
+
+    import attnviz
+    result = attnviz.inspect("cat.jpg")          # default model: built-in or cached ImageNet
+    print(result.predictions[0], result.block(result.blocks[-1].name).channel_stats)
+"""
+from .blocks import BAM, CBAM, EfficientChannelAttention, SpatialAttention, SqueezeExcite, create_block
+from .capture import AttentionCapture, BlockCapture, capture, find_gates
+from .gradcam import gradcam
+from .inspection import (
+    BlockResult, ChannelStats, Inspection, Prediction, SpatialStats, inspect, inspect_batch,
+)
+from .models import (
+    AttentionResNet, LoadedModel, Variant, WeightsError, WeightsUnavailableError,
+    default_variant_name, get_variant, load_model, variants, wrap_model,
+)
+from .preprocess import ImageLoadError, PreprocessConfig
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttentionCapture", "AttentionResNet", "BAM", "BlockCapture", "BlockResult", "CBAM",
+    "ChannelStats", "EfficientChannelAttention", "ImageLoadError", "Inspection", "LoadedModel",
+    "Prediction", "PreprocessConfig", "SpatialAttention", "SpatialStats", "SqueezeExcite",
+    "Variant", "WeightsError", "WeightsUnavailableError", "capture", "create_block",
+    "default_variant_name", "find_gates", "get_variant", "gradcam", "inspect", "inspect_batch",
+    "load_model", "variants", "wrap_model", "__version__",
+]

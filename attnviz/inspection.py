@@ -1,0 +1,311 @@
+"""One call from an image and a model to everything attnviz shows: :func:`inspect`.
+
+    import attnviz
+    result = attnviz.inspect("cat.jpg", "se_resnet50")
+    result.predictions[0], result.block("layer4.2").channel, result.gradcam
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .capture import capture
+from .gradcam import gradcam as gradcam_hook
+from .models.loading import LoadedModel, load_model, wrap_model
+from .models.zoo import Variant
+from .preprocess import Geometry, PreparedImage, prepare
+
+ImageSource = Any  # path, bytes, PIL image or numpy array: see attnviz.preprocess.load_image
+ModelSpec = str | Variant | LoadedModel | nn.Module | None
+
+
+@dataclass(frozen=True)
+class Prediction:
+    index: int
+    label: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class ChannelStats:
+    """Statistics of one block's channel gate.
+
+    ``entropy`` is the Shannon entropy of the weights normalised to sum to 1, divided by
+    ``log(C)``: 1.0 when all channels are weighted alike, towards 0 when few dominate.
+    ``top_channels`` are ``(channel index, weight)`` pairs, highest first.
+    """
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    entropy: float
+    top_channels: tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True)
+class SpatialStats:
+    """Statistics of one spatial map; ``peak`` is the (row, col) of its maximum as fractions
+    of the map's height and width (cell centres), i.e. where on the model-view image it lies."""
+
+    mean: float
+    std: float
+    min: float
+    max: float
+    peak: tuple[float, float]
+
+
+@dataclass
+class BlockResult:
+    """One attention block's gates for one image: ``channel`` [C], ``spatial`` [H, W]."""
+
+    name: str
+    kind: str
+    stage: int | None
+    channel: np.ndarray | None
+    spatial: np.ndarray | None
+    channel_stats: ChannelStats | None
+    spatial_stats: SpatialStats | None
+
+
+@dataclass
+class Inspection:
+    """Everything attnviz computed for one image on one model.
+
+    Maps are in model-input coordinates: draw them on :meth:`view`, the exact image region
+    the model saw (its crop box in the original image is ``geometry.crop_box``).
+    """
+
+    variant: str
+    weights: str
+    device: str
+    predictions: list[Prediction]
+    logits: np.ndarray
+    probs: np.ndarray
+    blocks: list[BlockResult]
+    gradcam: np.ndarray | None
+    gradcam_target: Prediction | None
+    prepared: PreparedImage = field(repr=False)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def geometry(self) -> Geometry:
+        return self.prepared.geometry
+
+    def view(self, max_side: int = 448):
+        """The image region the model saw, as a square PIL image."""
+        return self.prepared.view(max_side)
+
+    def block(self, name: str) -> BlockResult:
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(f"no block {name!r}; blocks: {[b.name for b in self.blocks]}")
+
+    @property
+    def channel_blocks(self) -> list[BlockResult]:
+        return [b for b in self.blocks if b.channel is not None]
+
+    @property
+    def spatial_blocks(self) -> list[BlockResult]:
+        return [b for b in self.blocks if b.spatial is not None]
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-serialisable summary (what the CLI writes as ``<stem>.json``)."""
+        g = self.geometry
+        return {
+            "variant": self.variant,
+            "weights": self.weights,
+            "device": self.device,
+            "input_size": g.input_size,
+            "image_size": list(g.original_size),
+            "crop_box": [round(c, 3) for c in g.crop_box],
+            "predictions": [p.__dict__ for p in self.predictions],
+            "gradcam_target": None if self.gradcam_target is None else self.gradcam_target.__dict__,
+            "blocks": [
+                {
+                    "name": b.name,
+                    "kind": b.kind,
+                    "stage": b.stage,
+                    "channels": None if b.channel is None else int(b.channel.size),
+                    "spatial_shape": None if b.spatial is None else list(b.spatial.shape),
+                    "channel_stats": None if b.channel_stats is None else {
+                        **{k: v for k, v in b.channel_stats.__dict__.items() if k != "top_channels"},
+                        "top_channels": [{"channel": i, "weight": w} for i, w in b.channel_stats.top_channels],
+                    },
+                    "spatial_stats": None if b.spatial_stats is None else b.spatial_stats.__dict__,
+                }
+                for b in self.blocks
+            ],
+            "timings_ms": self.timings,
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Raw arrays by NPZ key: ``logits``, ``probs``, ``channel/<block>`` [C],
+        ``spatial/<block>`` [H, W], ``gradcam`` [h, w] (absent when not computed)."""
+        out: dict[str, np.ndarray] = {"logits": self.logits, "probs": self.probs}
+        for b in self.blocks:
+            if b.channel is not None:
+                out[f"channel/{b.name}"] = b.channel
+            if b.spatial is not None:
+                out[f"spatial/{b.name}"] = b.spatial
+        if self.gradcam is not None:
+            out["gradcam"] = self.gradcam
+        return out
+
+
+def channel_stats(w: np.ndarray, top_k: int = 5) -> ChannelStats:
+    w = np.asarray(w, dtype=np.float64)
+    total = w.sum()
+    if w.size > 1 and total > 0:
+        p = w / total
+        nz = p[p > 0]
+        entropy = float(-(nz * np.log(nz)).sum() / np.log(w.size))
+    else:
+        entropy = 1.0 if w.size == 1 else 0.0
+    k = min(top_k, w.size)
+    top = np.argpartition(-w, k - 1)[:k]
+    top = top[np.argsort(-w[top], kind="stable")]
+    return ChannelStats(
+        mean=float(w.mean()), std=float(w.std()), min=float(w.min()), max=float(w.max()),
+        entropy=entropy, top_channels=tuple((int(i), float(w[i])) for i in top),
+    )
+
+
+def spatial_stats(m: np.ndarray) -> SpatialStats:
+    h, w = m.shape
+    r, c = np.unravel_index(int(np.argmax(m)), m.shape)
+    return SpatialStats(
+        mean=float(m.mean()), std=float(m.std()), min=float(m.min()), max=float(m.max()),
+        peak=((r + 0.5) / h, (c + 0.5) / w),
+    )
+
+
+def resolve_model(model: ModelSpec, *, weights: Any = None, device: Any = None) -> LoadedModel:
+    """A :class:`LoadedModel` from a variant name, Variant, LoadedModel or your own module."""
+    if isinstance(model, LoadedModel):
+        return model
+    if isinstance(model, nn.Module):
+        return wrap_model(model)
+    return load_model(model, weights=weights, device=device)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def inspect_batch(
+    images: Sequence[ImageSource | PreparedImage],
+    model: ModelSpec = None,
+    *,
+    weights: Any = None,
+    device: Any = None,
+    topk: int = 5,
+    gradcam: bool = True,
+    target_class: int | None = None,
+) -> list[Inspection]:
+    """Inspect several images in one forward pass (see :func:`inspect`)."""
+    loaded = resolve_model(model, weights=weights, device=device)
+    net, dev = loaded.model, loaded.device
+    if net.training:
+        import warnings
+
+        warnings.warn("model is in training mode: BatchNorm uses batch statistics; call .eval() first",
+                      stacklevel=2)
+    t0 = time.perf_counter()
+    prepared = [im if isinstance(im, PreparedImage) else prepare(im, loaded.preprocess) for im in images]
+    x = torch.cat([p.tensor for p in prepared]).to(dev, non_blocking=True)
+    t1 = time.perf_counter()
+    cam = None
+    with capture(net) as cap:
+        if gradcam:
+            with gradcam_hook(net) as gc, torch.no_grad():
+                logits = net(x)
+            t_fwd = time.perf_counter()
+            cam = gc.compute(logits, target_class)
+            cam_maps = cam.maps.detach().float().cpu().numpy()
+            cam_idx = cam.class_index.cpu().tolist()
+            logits = logits.detach()
+        else:
+            with torch.inference_mode():
+                logits = net(x)
+            t_fwd = time.perf_counter()
+    probs_t = torch.softmax(logits.float(), dim=1)
+    logits_np = logits.float().cpu().numpy()
+    probs_np = probs_t.cpu().numpy()
+    _sync(dev)
+    t2 = time.perf_counter()
+
+    classes = loaded.classes
+    n_out = logits_np.shape[1]
+    if len(classes) != n_out:
+        classes = tuple(f"class {i}" for i in range(n_out))
+    k = min(topk, n_out)
+    results = []
+    for i, prep in enumerate(prepared):
+        order = np.argsort(-probs_np[i], kind="stable")[:k]
+        preds = [Prediction(int(j), classes[j], float(probs_np[i, j])) for j in order]
+        blocks = []
+        for bc in cap:
+            ch = None if bc.channel is None else bc.channel[i].numpy()
+            sp = None if bc.spatial is None else bc.spatial[i].numpy()
+            blocks.append(BlockResult(
+                name=bc.name, kind=bc.kind, stage=bc.stage, channel=ch, spatial=sp,
+                channel_stats=None if ch is None else channel_stats(ch),
+                spatial_stats=None if sp is None else spatial_stats(sp),
+            ))
+        target = None
+        if cam is not None:
+            j = cam_idx[i]
+            target = Prediction(int(j), classes[j], float(probs_np[i, j]))
+        results.append(Inspection(
+            variant=loaded.name, weights=loaded.weights, device=str(dev), predictions=preds,
+            logits=logits_np[i], probs=probs_np[i], blocks=blocks,
+            gradcam=None if cam is None else cam_maps[i], gradcam_target=target, prepared=prep,
+        ))
+    t3 = time.perf_counter()
+    n = len(prepared)
+    timings = {
+        "preprocess_ms": 1e3 * (t1 - t0) / n,
+        "forward_ms": 1e3 * (t_fwd - t1) / n,
+        "gradcam_ms": 1e3 * (t2 - t_fwd) / n if gradcam else 0.0,
+        "postprocess_ms": 1e3 * (t3 - t2) / n,
+        "total_ms": 1e3 * (t3 - t0) / n,
+    }
+    for r in results:
+        r.timings = {k: round(v, 3) for k, v in timings.items()}
+    return results
+
+
+def inspect(
+    image: ImageSource | PreparedImage,
+    model: ModelSpec = None,
+    *,
+    weights: Any = None,
+    device: Any = None,
+    topk: int = 5,
+    gradcam: bool = True,
+    target_class: int | None = None,
+) -> Inspection:
+    """Run ``model`` on ``image`` once and return predictions, every gate and Grad-CAM.
+
+    Args:
+        image: a path, bytes, PIL image or numpy array (see :func:`attnviz.preprocess.load_image`).
+        model: a variant name (``attnviz.variants()``), a loaded model, or your own ``nn.Module``
+            (its attention gates must be attnviz or timm blocks, see :func:`attnviz.capture`).
+            ``None`` picks the default: cached ImageNet weights, else the built-in model.
+        weights: a local checkpoint file to use instead of the variant's own weights.
+        device: ``"cpu"``, ``"cuda"``...; default CUDA when present.
+        topk: how many predictions to return.
+        gradcam: also compute Grad-CAM on the last stage (about the cost of the head only).
+        target_class: the class Grad-CAM explains; default the top-1 prediction.
+    """
+    return inspect_batch([image], model, weights=weights, device=device, topk=topk,
+                         gradcam=gradcam, target_class=target_class)[0]
