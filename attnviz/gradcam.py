@@ -55,6 +55,8 @@ class GradCamRecorder:
 
     def __init__(self) -> None:
         self.activation: torch.Tensor | None = None
+        # False when the caller's own graph runs through the activation: keep it usable.
+        self.owns_graph = True
 
     def compute(self, logits: torch.Tensor, class_index: torch.Tensor | int | None = None) -> GradCamResult:
         if self.activation is None:
@@ -70,7 +72,7 @@ class GradCamRecorder:
             idx = torch.as_tensor(class_index, device=logits.device).reshape(-1).expand(b)
         score = logits.gather(1, idx.view(b, 1)).sum()
         with torch.enable_grad():
-            (grad,) = torch.autograd.grad(score, self.activation, retain_graph=False)
+            (grad,) = torch.autograd.grad(score, self.activation, retain_graph=not self.owns_graph)
         act = self.activation.detach()
         weights = grad.mean((2, 3), keepdim=True)
         raw = torch.relu((weights * act).sum(1)).float()
@@ -104,10 +106,10 @@ def gradcam(model: nn.Module, target_layer: str | nn.Module | None = None) -> It
         if torch.is_inference_mode_enabled():
             raise RuntimeError("Grad-CAM needs autograd: use torch.no_grad(), not inference_mode")
         if torch.is_grad_enabled():
-            recorder.activation = output
+            recorder.activation, recorder.owns_graph = output, False
             return None
         leaf = output.detach().requires_grad_(True)
-        recorder.activation = leaf
+        recorder.activation, recorder.owns_graph = leaf, True
         forced.append(True)
         torch.set_grad_enabled(True)  # record the head only; restored when the model returns
         return leaf

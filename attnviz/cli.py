@@ -1,0 +1,188 @@
+"""Command line: ``python -m attnviz {models,inspect,download,train,evaluate}``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .models import variants
+    from .models.weights import is_available
+
+    rows = []
+    for v in variants().values():
+        rows.append({
+            "name": v.name,
+            "block": v.block,
+            "params": v.params,
+            "input_size": v.input_size,
+            "source": v.weights.description,
+            "license": v.weights.license,
+            "reported_top1": v.weights.reported_top1,
+            "weights_available": is_available(v.weights),
+            "builtin": v.builtin,
+            "num_classes": len(v.class_names),
+        })
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    header = f"{'name':<20} {'block':<6} {'params':>11} {'input':>5} {'top1':>6} {'local':>5}  source"
+    print(header)
+    for r in rows:
+        top1 = "" if r["reported_top1"] is None else f"{r['reported_top1']:.1f}"
+        print(f"{r['name']:<20} {r['block']:<6} {r['params']:>11,} {r['input_size']:>5} {top1:>6} "
+              f"{'yes' if r['weights_available'] else 'no':>5}  {r['source']}")
+    return EXIT_OK
+
+
+def unique_stems(paths: Sequence[str]) -> list[str]:
+    """File stems made unique: a second ``cat.jpg`` becomes ``cat-2``."""
+    seen: dict[str, int] = {}
+    taken: set[str] = set()
+    out = []
+    for p in paths:
+        stem = Path(p).stem or "image"
+        n = seen.get(stem, 0)
+        candidate = stem if n == 0 else f"{stem}-{n + 1}"
+        while candidate in taken:
+            n += 1
+            candidate = f"{stem}-{n + 1}"
+        seen[stem] = n + 1
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+def _error(msg: str) -> None:
+    print(f"attnviz: error: {msg}", file=sys.stderr)
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .export import write_inspection
+    from .inspection import inspect_batch
+    from .models import WeightsError, load_model
+    from .preprocess import ImageLoadError, prepare
+
+    try:
+        loaded = load_model(args.variant, weights=args.weights, device=args.device)
+    except (KeyError, WeightsError, OSError) as e:
+        _error(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+        return EXIT_FAILED
+    batch_size = args.batch_size or (16 if loaded.device.type == "cuda" else 1)
+    stems = unique_stems(args.images)
+    failed = 0
+    pending: list[tuple[str, object]] = []
+    progress = tqdm(total=len(args.images), unit="img", disable=len(args.images) < 2 or args.quiet,
+                    file=sys.stderr)
+
+    def flush() -> None:
+        nonlocal failed
+        if not pending:
+            return
+        try:
+            results = inspect_batch([p for _, p in pending], loaded, topk=args.topk,
+                                    gradcam=not args.no_gradcam, target_class=args.target_class)
+        except Exception as e:  # a model-side failure: report once per image, keep going
+            for stem, _ in pending:
+                _error(f"{stem}: inspection failed ({type(e).__name__}: {e})")
+            failed += len(pending)
+        else:
+            for (stem, _), result in zip(pending, results):
+                write_inspection(result, args.out, stem, with_figures=not args.no_figures,
+                                 colormap=args.colormap, alpha=args.alpha)
+        progress.update(len(pending))
+        pending.clear()
+
+    for path, stem in zip(args.images, stems):
+        try:
+            prepared = prepare(path, loaded.preprocess)
+        except ImageLoadError as e:
+            tqdm.write(f"attnviz: error: {e}", file=sys.stderr)
+            failed += 1
+            progress.update(1)
+            continue
+        pending.append((stem, prepared))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    progress.close()
+    done = len(args.images) - failed
+    if not args.quiet:
+        print(f"{done} of {len(args.images)} images inspected with {loaded.name} ({loaded.weights}) "
+              f"-> {args.out}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def _download(args: argparse.Namespace) -> int:
+    from .models import WeightsError, get_variant
+    from .models.weights import resolve_file
+
+    status = EXIT_OK
+    for name in args.variants:
+        try:
+            path = resolve_file(get_variant(name).weights, download=True, progress=True)
+            print(f"{name}: {path}")
+        except (KeyError, WeightsError) as e:
+            _error(str(e.args[0]) if isinstance(e, KeyError) else str(e))
+            status = EXIT_FAILED
+    return status
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m attnviz", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("models", help="list every variant, its block, size and weights source")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser("inspect", help="inspect images: predictions, gates, Grad-CAM, figures")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP, TIFF)")
+    p.add_argument("--variant", help="model variant (see 'models'); default: cached ImageNet weights, "
+                                     "else the built-in model")
+    p.add_argument("--weights", help="local checkpoint file to load instead of downloading")
+    p.add_argument("--out", required=True, type=Path, help="output folder")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("--batch-size", type=int, default=0, help="images per forward (default 16 on GPU, 1 on CPU)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--target-class", type=int, default=None, help="class Grad-CAM explains (default: top-1)")
+    p.add_argument("--no-gradcam", action="store_true")
+    p.add_argument("--no-figures", action="store_true", help="write only JSON and NPZ")
+    p.add_argument("--colormap", default="jet")
+    p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_inspect)
+
+    p = sub.add_parser("download", help="fetch ImageNet weights into the cache now")
+    p.add_argument("variants", nargs="+")
+    p.set_defaults(func=_download)
+
+    try:
+        from . import train
+    except ImportError:  # training module not available in this build
+        train = None
+    if train is not None and hasattr(train, "add_arguments"):
+        p = sub.add_parser("train", help="train the built-in models, or attach blocks to a pretrained ResNet")
+        train.add_arguments(p)
+        p.set_defaults(func=train.run)
+    try:
+        from . import evaluate
+    except ImportError:
+        evaluate = None
+    if evaluate is not None and hasattr(evaluate, "add_arguments"):
+        p = sub.add_parser("evaluate", help="accuracy, pointing game and deletion/insertion on held-out images")
+        evaluate.add_arguments(p)
+        p.set_defaults(func=evaluate.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)

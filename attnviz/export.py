@@ -1,0 +1,90 @@
+"""Turn an :class:`~attnviz.inspection.Inspection` into files: JSON summary, NPZ, PNG figures.
+
+The CLI and the app share these, so a download from the app and a CLI run give the same files.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from . import render
+from .inspection import Inspection
+
+NPZ_KEYS_DOC = (
+    "logits [K], probs [K], channel/<block> [C] channel-gate weights, "
+    "spatial/<block> [H, W] spatial-gate map, gradcam [h, w] in [0, 1]"
+)
+
+
+def figures(
+    result: Inspection,
+    *,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    normalize: Literal["minmax", "none"] = "minmax",
+    view_size: int = 448,
+) -> dict[str, Image.Image]:
+    """Every figure of one inspection by file name: the model's view, Grad-CAM, one overlay per
+    spatial gate, one bar chart per channel gate and the depth overview."""
+    view = result.view(view_size)
+    out: dict[str, Image.Image] = {"input.png": view}
+    if result.gradcam is not None:
+        out["gradcam.png"] = render.overlay(view, result.gradcam, alpha=alpha, colormap=colormap, normalize="none")
+    for b in result.spatial_blocks:
+        out[f"spatial_{b.name}.png"] = render.overlay(view, b.spatial, alpha=alpha, colormap=colormap, normalize=normalize)
+    channel_blocks = result.channel_blocks
+    for b in channel_blocks:
+        title = f"{result.variant} · {b.name} ({b.kind}) · {b.channel.size} channels"
+        out[f"channels_{b.name}.png"] = render.channel_bar_chart(b.channel, title=title)
+    if channel_blocks:
+        out["depth_overview.png"] = render.depth_overview([(b.name, b.channel) for b in channel_blocks])
+    return out
+
+
+def summary_json(result: Inspection) -> str:
+    return json.dumps(result.summary(), indent=2)
+
+
+def npz_bytes(result: Inspection) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **result.arrays())
+    return buf.getvalue()
+
+
+def figures_zip(images: dict[str, Image.Image]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, im in images.items():
+            zf.writestr(name, render.to_png_bytes(im))
+    return buf.getvalue()
+
+
+def write_inspection(
+    result: Inspection,
+    out_dir: str | Path,
+    stem: str,
+    *,
+    with_figures: bool = True,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+) -> list[Path]:
+    """Write ``<stem>.json``, ``<stem>.npz`` and, with figures, ``<stem>/<figure>.png``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / f"{stem}.json", out / f"{stem}.npz"]
+    written[0].write_text(summary_json(result))
+    written[1].write_bytes(npz_bytes(result))
+    if with_figures:
+        fig_dir = out / stem
+        fig_dir.mkdir(exist_ok=True)
+        for name, im in figures(result, colormap=colormap, alpha=alpha).items():
+            path = fig_dir / name
+            path.write_bytes(render.to_png_bytes(im))
+            written.append(path)
+    return written
