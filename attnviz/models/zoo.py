@@ -7,6 +7,7 @@ by ``python -m attnviz train`` that ship in ``checkpoints/`` and work offline.
 from __future__ import annotations
 
 import json
+import os
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,6 +21,11 @@ from ..preprocess import PreprocessConfig
 from .resnet import AttentionResNet
 
 CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
+
+
+def checkpoint_dir() -> Path:
+    """Where built-in checkpoints are found: ``$ATTNVIZ_CHECKPOINTS`` or the repo's ``checkpoints/``."""
+    return Path(os.environ.get("ATTNVIZ_CHECKPOINTS", CHECKPOINT_DIR))
 CHECKPOINT_FORMAT = "attnviz-checkpoint/1"
 
 
@@ -246,11 +252,18 @@ def variants() -> dict[str, Variant]:
     with _registry_lock:
         if _registry is None:
             reg = {v.name: v for v in IMAGENET_VARIANTS}
-            for sidecar in sorted(CHECKPOINT_DIR.glob("*.json")):
+            for sidecar in sorted(checkpoint_dir().glob("*.json")):
                 v = variant_from_sidecar(sidecar)
                 reg[v.name] = v
             _registry = reg
         return _registry
+
+
+def reset_registry() -> None:
+    """Forget the variant list, e.g. after new built-in checkpoints were written."""
+    global _registry
+    with _registry_lock:
+        _registry = None
 
 
 def get_variant(name: str) -> Variant:
