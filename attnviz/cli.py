@@ -164,22 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("variants", nargs="+")
     p.set_defaults(func=_download)
 
-    try:
-        from . import train
-    except ImportError:  # training module not available in this build
-        train = None
-    if train is not None and hasattr(train, "add_arguments"):
-        p = sub.add_parser("train", help="train the built-in models, or attach blocks to a pretrained ResNet")
-        train.add_arguments(p)
-        p.set_defaults(func=train.run)
-    try:
-        from . import evaluate
-    except ImportError:
-        evaluate = None
-    if evaluate is not None and hasattr(evaluate, "add_arguments"):
-        p = sub.add_parser("evaluate", help="accuracy, pointing game and deletion/insertion on held-out images")
-        evaluate.add_arguments(p)
-        p.set_defaults(func=evaluate.run)
+    from . import evaluate, train
+
+    p = sub.add_parser("train", help="train the built-in models, or attach blocks to a pretrained ResNet")
+    train.add_arguments(p)
+    p.set_defaults(func=train.run)
+
+    p = sub.add_parser("evaluate", help="accuracy, pointing game and deletion/insertion on held-out images")
+    evaluate.add_arguments(p)
+    p.set_defaults(func=evaluate.run)
     return parser
 
 
