@@ -1,0 +1,596 @@
+"""attnviz in the browser: see what SE / ECA / CBAM / BAM blocks inside ResNets do.
+
+    python app.py                      # http://127.0.0.1:7860 (GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)
+    python app.py --weights eca_resnet50=eca_resnet50_k3557.pth.tar
+
+Three tabs: Inspect (one image, one variant), Compare variants (one image, 2–5 variants) and
+Compare images (2–8 images, one variant). The UI only arranges what the library computes
+(:func:`attnviz.inspect`, :mod:`attnviz.export`, :mod:`attnviz.render`, :mod:`attnviz.app_logic`);
+no model is loaded before the first request. Named API endpoints: ``/inspect``, ``/compare``,
+``/compare_images`` (see README, "HTTP API").
+"""
+from __future__ import annotations
+
+import argparse
+import atexit
+import os
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from attnviz import app_logic as L
+from attnviz.cli import unique_stems
+from attnviz.inspection import Inspection, inspect, inspect_batch
+from attnviz.models import LoadedModel, WeightsError, default_variant_name, load_model
+from attnviz.models import variants as all_variants
+from attnviz.preprocess import ImageLoadError, load_image
+from attnviz.render import COLORMAPS
+
+try:  # Hugging Face ZeroGPU: functions that use the GPU are decorated; a no-op elsewhere
+    import spaces  # type: ignore[import-not-found]
+
+    GPU = spaces.GPU
+except ImportError:  # pragma: no cover - depends on the environment
+    def GPU(fn=None, **_kwargs):
+        return fn if fn is not None else (lambda f: f)
+
+ROOT = Path(__file__).resolve().parent
+ASSETS = Path(os.environ.get("ATTNVIZ_ASSETS", ROOT / "assets"))  # example images
+MAX_FILE_SIZE = "25mb"
+MODEL = {"concurrency_id": "model", "concurrency_limit": 1}  # every event that runs a model
+#: ``--weights NAME=FILE``: local checkpoints used instead of downloading.
+WEIGHT_FILES: dict[str, str] = {}
+
+DEFAULT_VARIANT = default_variant_name()
+EXAMPLE_VARIANT = L.builtin_default()
+EXAMPLES = L.example_images(ASSETS)
+COMPARE_DEFAULT = (L.builtin_names() or [DEFAULT_VARIANT])[: L.MAX_COMPARE_VARIANTS]
+DEFAULT_ALPHA, DEFAULT_CMAP = 0.5, "jet"
+
+# Cached example outputs are keyed by the example files and the weights they were made with.
+os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(
+    ROOT / ".gradio" / "cached_examples" / L.examples_fingerprint(EXAMPLES, EXAMPLE_VARIANT)))
+
+_SCRATCH = Path(tempfile.mkdtemp(prefix="attnviz-app-"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+
+
+def _scratch_dir() -> Path:
+    """A fresh folder for one request's downloads; folders older than an hour are removed."""
+    now = time.time()
+    for old in _SCRATCH.iterdir():
+        try:
+            if now - old.stat().st_mtime > 3600:
+                shutil.rmtree(old, ignore_errors=True)
+        except OSError:
+            pass
+    d = _SCRATCH / uuid.uuid4().hex
+    d.mkdir()
+    return d
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks and model access
+
+
+def image_input(**kwargs) -> gr.Image:
+    """A filepath gr.Image (the file itself reaches the library, EXIF orientation included) whose
+    unreadable uploads raise a gr.Error that says what is accepted: gradio's own preprocessing
+    would otherwise fail with a bare PIL error before our function runs. (An instance-level
+    override: subclassing a component makes gradio write a .pyi stub next to this file.)"""
+    component = gr.Image(type="filepath", image_mode=None, sources=["upload", "clipboard", "webcam"], **kwargs)
+    base = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return base(payload)
+        except gr.Error:
+            raise
+        except Exception as exc:
+            path = getattr(payload, "path", None)
+            name = getattr(payload, "orig_name", None) or (Path(path).name if path else "upload")
+            if path:
+                try:
+                    load_image(path)
+                except ImageLoadError as err:
+                    raise gr.Error(f"{name}: {err.problem}; accepted: {err.accepted or L.ACCEPTED_TEXT}") from None
+                except Exception:
+                    pass
+            raise gr.Error(f"{name}: not a readable image ({type(exc).__name__}); "
+                           f"accepted: {L.ACCEPTED_TEXT}, up to {MAX_FILE_SIZE}") from None
+
+    component.preprocess = preprocess  # type: ignore[method-assign]
+    return component
+
+
+def _image_path(image: Any) -> str:
+    if image is None or (isinstance(image, str) and not image.strip()):
+        raise gr.Error(f"No image: upload one ({L.ACCEPTED_TEXT}, up to {MAX_FILE_SIZE}), paste it, "
+                       "use the webcam or pick an example.")
+    return str(image)
+
+
+def _load(name: str | None, progress: gr.Progress | None = None) -> LoadedModel:
+    """The variant's model, loaded once per process (and device) by the library."""
+    if not name:
+        raise gr.Error("Choose a model variant.")
+    reg = all_variants()
+    if name not in reg:
+        raise gr.Error(f"Unknown variant {name!r}; available: {', '.join(reg)}.")
+    if progress is not None and name not in WEIGHT_FILES and not L.is_local(reg[name]):
+        progress(0.05, desc=f"Downloading the weights of {name} (first use only)…")
+    try:
+        return load_model(name, weights=WEIGHT_FILES.get(name), progress=True)
+    except (WeightsError, OSError) as exc:
+        raise gr.Error(L.weights_help(name, exc), duration=None) from None
+
+
+def _image_error(exc: ImageLoadError) -> gr.Error:
+    return gr.Error(str(exc) if exc.accepted else f"{exc}; accepted: {L.ACCEPTED_TEXT}")
+
+
+@GPU
+def _inspect_one(path: str, loaded: LoadedModel) -> Inspection:
+    try:
+        return inspect(path, loaded)
+    except ImageLoadError as exc:
+        raise _image_error(exc) from None
+
+
+@GPU
+def _inspect_images(paths: list[str], loaded: LoadedModel) -> list[Inspection]:
+    try:
+        return inspect_batch(paths, loaded, gradcam=False)
+    except ImageLoadError as exc:
+        raise _image_error(exc) from None
+
+
+def _check_style(opacity: float | None, colormap: str | None) -> tuple[float, str]:
+    alpha = DEFAULT_ALPHA if opacity is None else float(opacity)
+    if not 0.0 <= alpha <= 1.0:
+        raise gr.Error(f"opacity must be between 0 and 1, got {alpha}")
+    cmap = colormap or DEFAULT_CMAP
+    if cmap not in COLORMAPS:
+        raise gr.Error(f"unknown colormap {cmap!r}; choose one of {', '.join(COLORMAPS)}")
+    return alpha, cmap
+
+
+def _weights_in_use(s: dict[str, Any]) -> str:
+    t = s.get("timings_ms", {})
+    return (f"**{s['variant']}** ran on **{s['device']}** with weights: {s['weights']} "
+            f"({t.get('total_ms', 0):.0f} ms: forward {t.get('forward_ms', 0):.0f} ms, "
+            f"Grad-CAM {t.get('gradcam_ms', 0):.0f} ms).")
+
+
+def _pick_from_gallery(gallery: Any, names: list[str], name: str | None) -> Any:
+    """The gallery image (path) belonging to block ``name``; galleries list blocks in ``names`` order."""
+    if not gallery or not name or name not in names:
+        return None
+    i = names.index(name)
+    if i >= len(gallery):
+        return None
+    item = gallery[i]
+    return item[0] if isinstance(item, (list, tuple)) else item
+
+
+# ----------------------------------------------------------------------------------------------
+# Inspect
+
+
+def _inspect_outputs(result: Inspection, stem: str, alpha: float, cmap: str) -> tuple:
+    views = L.inspect_views(result, alpha=alpha, colormap=cmap)
+    files = L.write_downloads(result, _scratch_dir(), stem, views.figures)
+    return (L.summary(result, views), L.label_dict(result), views.gradcam, views.spatial, views.charts,
+            views.overview, views.stats, files)
+
+
+def inspect_image(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
+                  progress=gr.Progress(track_tqdm=True)):
+    """Inspect one image with one variant: top-5, every gate, Grad-CAM, downloads."""
+    path = _image_path(image)
+    alpha, cmap = _check_style(opacity, colormap)
+    loaded = _load(variant, progress)
+    progress(0.7, desc=f"Running {loaded.name}…")
+    result = _inspect_one(path, loaded)
+    stem = Path(path).name
+    return (*_inspect_outputs(result, stem, alpha, cmap), {"result": result, "stem": stem})
+
+
+def inspect_example(image, variant=EXAMPLE_VARIANT):
+    """What cached examples store (everything but the session state)."""
+    return inspect_image(image, variant, DEFAULT_ALPHA, DEFAULT_CMAP, progress=gr.Progress())[:-1]
+
+
+def rerender_inspect(state, image, variant, opacity, colormap, progress=gr.Progress(track_tqdm=True)):
+    """New opacity / colormap: redraw from the kept Inspection, without running the model."""
+    alpha, cmap = _check_style(opacity, colormap)
+    if not state or not isinstance(state.get("result"), Inspection):
+        if image is None:
+            return (gr.skip(),) * 9
+        return inspect_image(image, variant, alpha, cmap, progress)  # e.g. after a cached example
+    result = state["result"]
+    views = L.inspect_views(result, alpha=alpha, colormap=cmap)
+    files = L.write_downloads(result, _scratch_dir(), state["stem"], views.figures)
+    skip = gr.skip()
+    return skip, skip, views.gradcam, views.spatial, skip, skip, skip, files, skip
+
+
+def after_inspect(summary, charts, current):
+    """UI-only follow-up: block selector, the selected block's chart, which weights ran."""
+    if not summary:
+        return gr.skip(), gr.skip(), gr.skip()
+    names = summary["images"]["channel_charts"]
+    block = current if current in names else (names[-1] if names else None)
+    dd = gr.update(choices=names, value=block, interactive=bool(names),
+                   info=None if names else "this model has no channel attention")
+    return dd, _pick_from_gallery(charts, names, block), _weights_in_use(summary)
+
+
+def select_chart(block, summary, charts):
+    if not summary:
+        return None
+    return _pick_from_gallery(charts, summary["images"]["channel_charts"], block)
+
+
+def clear_state():
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# Compare variants
+
+
+def _column_views(results: dict[str, Inspection], slots, slot, alpha, cmap):
+    out = {}
+    for name, r in results.items():
+        views = L.inspect_views(r, alpha=alpha, colormap=cmap)
+        b = L.block_at(r, slot, slots)
+        chart = None
+        if b is not None and b.channel is not None:
+            chart = views.figures[f"channels_{b.name}.png"]
+        out[name] = (views, b, chart)
+    return out
+
+
+def _slot_value(slot: str | None, slots) -> str:
+    slot = slot or ""
+    names = [n for n, _ in slots]
+    if slot and slot not in names:
+        raise gr.Error(f"unknown block {slot!r} for this comparison; choose one of: {', '.join(names)} "
+                       "(or leave it empty for each variant's deepest block)")
+    return slot
+
+
+def compare_variants(image, variants=COMPARE_DEFAULT, block="", opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
+                     progress=gr.Progress(track_tqdm=True)):
+    """One image, 2–5 variants side by side."""
+    path = _image_path(image)
+    alpha, cmap = _check_style(opacity, colormap)
+    names = list(dict.fromkeys(variants or []))
+    if not 2 <= len(names) <= L.MAX_COMPARE_VARIANTS:
+        raise gr.Error(f"Choose 2 to {L.MAX_COMPARE_VARIANTS} variants to compare (got {len(names)}).")
+    results: dict[str, Inspection] = {}
+    for i, name in enumerate(names):
+        progress((i, len(names)), desc=f"{name}: loading and running ({i + 1}/{len(names)})…")
+        results[name] = _inspect_one(path, _load(name, progress))
+    slots = L.shared_slots(results)
+    slot = _slot_value(block, slots)
+    cols = _column_views(results, slots, slot, alpha, cmap)
+    gradcams, charts, overviews = [], [], []
+    for name, (views, b, chart) in cols.items():
+        p = results[name].predictions[0]
+        gradcams.append((views.gradcam or results[name].view(L.VIEW_SIZE),
+                         f"{name}: {p.label} ({100 * p.probability:.1f}%)"))
+        charts.append((chart or L.render.depth_overview([]), f"{name}: {b.name if b is not None else 'no block'}"))
+        overviews.append((views.overview, name))
+    summary = L.compare_summary(results, slots, slot)
+    state = {"results": results, "slots": slots}
+    return summary, L.compare_stats_chart(results, slots), gradcams, charts, overviews, state
+
+
+def fill_columns(state, slot, opacity, colormap):
+    """UI-only: the side-by-side columns and the shared selector, from the kept results."""
+    n_out = 2 + 7 * L.MAX_COMPARE_VARIANTS
+    if not state:
+        return (gr.skip(),) * n_out
+    alpha, cmap = _check_style(opacity, colormap)
+    results, slots = state["results"], state["slots"]
+    slot = slot if slot in [n for n, _ in slots] else ""
+    choices = [("deepest block of each variant", "")] + [
+        (f"{n} (stage {st})" if st is not None else n, n) for n, st in slots]
+    out: list[Any] = [gr.update(choices=choices, value=slot), L.agreement_markdown(results)]
+    cols = _column_views(results, slots, slot, alpha, cmap)
+    items = list(cols.items())
+    for i in range(L.MAX_COMPARE_VARIANTS):
+        if i >= len(items):
+            out += [gr.update(visible=False)] + [None] * 6
+            continue
+        name, (views, b, chart) = items[i]
+        r = results[name]
+        if b is not None:
+            selected = f"**{b.name}** ({b.kind})"
+        else:
+            selected = "none (no attention block in this stage)" if r.blocks else "none (no attention blocks: baseline)"
+        head = f"### {name}\n{r.weights} · {r.device}  \nselected block: {selected}"
+        out += [gr.update(visible=True), head, L.label_dict(r), views.gradcam,
+                gr.update(value=views.spatial, visible=bool(views.spatial)),
+                gr.update(value=chart, visible=chart is not None),
+                gr.update(value=views.overview, visible=bool(r.channel_blocks))]
+    return tuple(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# Compare images
+
+
+def compare_images(images, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT, progress=gr.Progress(track_tqdm=True)):
+    """2–8 images on one variant: per-block channel-weight profiles and their similarity."""
+    paths = [str(p) for p in (images or []) if p]
+    if not 2 <= len(paths) <= L.MAX_COMPARE_IMAGES:
+        raise gr.Error(f"Upload 2 to {L.MAX_COMPARE_IMAGES} images ({L.ACCEPTED_TEXT}) to compare "
+                       f"(got {len(paths)}).")
+    loaded = _load(variant, progress)
+    progress(0.6, desc=f"Running {loaded.name} on {len(paths)} images…")
+    results = _inspect_images(paths, loaded)
+    if not results[0].channel_blocks:
+        raise gr.Error(f"{loaded.name} has no channel attention; choose a variant with SE, ECA, CBAM or BAM blocks.")
+    names = unique_stems([Path(p).name for p in paths])
+    sim = L.profile_similarity(results)
+    mats = L.channel_matrix(results)
+    profiles = [(L.profile_chart(mats[b.name], names, b.name, b.kind), L.block_caption(b))
+                for b in results[0].channel_blocks]
+    summary = {
+        "variant": loaded.name, "weights": loaded.weights, "device": str(loaded.device),
+        "images": [{"name": n, "predictions": [p.__dict__ for p in r.predictions]} for n, r in zip(names, results)],
+        "blocks": [b.name for b in results[0].channel_blocks],
+        "similarity": sim,
+    }
+    thumbs = [L.thumbnail(r, n) for n, r in zip(names, results)]
+    return summary, L.similarity_chart(sim, loaded.name), profiles, thumbs
+
+
+def after_compare_images(summary, profiles, current):
+    if not summary:
+        return gr.skip(), gr.skip()
+    names = summary["blocks"]
+    block = current if current in names else (names[-1] if names else None)
+    return gr.update(choices=names, value=block), _pick_from_gallery(profiles, names, block)
+
+
+def select_profile(block, summary, profiles):
+    if not summary:
+        return None
+    return _pick_from_gallery(profiles, summary["blocks"], block)
+
+
+def example_set():
+    return [str(p) for p in EXAMPLES[: L.MAX_COMPARE_IMAGES]] or None
+
+
+# ----------------------------------------------------------------------------------------------
+# layout
+
+CSS = """
+.attnviz-note { opacity: 0.85; font-size: 0.92em; }
+.attnviz-chart img { object-fit: contain; }
+.attnviz-gallery .fixed-height { min-height: 0 !important; max-height: none !important; }
+"""
+THEME = gr.themes.Default(primary_hue="indigo")
+
+
+def gallery(**kwargs) -> gr.Gallery:
+    """A gallery as tall as its images (gradio's "auto" height would keep a 450 px minimum)."""
+    kwargs.setdefault("format", "png")
+    kwargs.setdefault("object_fit", "contain")
+    kwargs.setdefault("interactive", False)
+    return gr.Gallery(height="auto", elem_classes="attnviz-gallery", **kwargs)
+
+
+def build() -> gr.Blocks:
+    variant_choices = L.variant_choices()
+    with gr.Blocks(title="attnviz — attention blocks in ResNets", delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(
+            "# attnviz — what attention blocks inside ResNets do\n"
+            "Channel gates (SE, ECA, CBAM, BAM: one weight per channel), spatial maps (CBAM, BAM) "
+            "drawn exactly over the region the model saw, and Grad-CAM as a baseline. "
+            "Built-in models run offline; ImageNet variants marked ⬇ download their weights on first use.")
+        with gr.Tabs():
+            # ---------------------------------------------------------------- Inspect
+            with gr.Tab("Inspect", id="inspect"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        in_image = image_input(label="Image", height=300, elem_id="inspect-image")
+                        in_variant = gr.Dropdown(variant_choices, value=DEFAULT_VARIANT, label="Model variant",
+                                                 elem_id="inspect-variant")
+                        variant_info = gr.Markdown(L.variant_markdown(DEFAULT_VARIANT), elem_classes="attnviz-note")
+                        run_btn = gr.Button("Inspect", variant="primary", elem_id="inspect-run")
+                        with gr.Row():
+                            in_alpha = gr.Slider(0.0, 1.0, value=DEFAULT_ALPHA, step=0.05, label="Overlay opacity")
+                            in_cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_CMAP, label="Colormap")
+                        examples_slot = gr.Column()
+                    with gr.Column(scale=2):
+                        weights_md = gr.Markdown("Upload an image and press **Inspect**.",
+                                                 elem_classes="attnviz-note", elem_id="inspect-weights")
+                        with gr.Row():
+                            out_label = gr.Label(num_top_classes=5, label="Top-5 prediction", elem_id="inspect-label")
+                            out_gradcam = gr.Image(label="Grad-CAM (top-1 class) on the model's view", type="pil",
+                                                   format="png", interactive=False, elem_id="inspect-gradcam")
+                        gr.Markdown("#### Spatial attention maps, by stage (on the region the model saw)")
+                        out_spatial = gr.Gallery(label="Spatial attention maps, by stage", show_label=False,
+                                                 columns=4, height="auto", format="png", object_fit="contain",
+                                                 interactive=False, elem_id="inspect-spatial",
+                                                 elem_classes="attnviz-gallery")
+                        gr.Markdown("#### Channel attention: every block at a glance, then one block")
+                        out_overview = gr.Image(label="Depth overview: blocks × channels (sorted), mean±std",
+                                                show_label=False, type="pil", format="png", interactive=False,
+                                                elem_classes="attnviz-chart", elem_id="inspect-overview")
+                        out_stats = gr.Image(label="Channel-gate mean / std / entropy along depth", show_label=False,
+                                             type="pil", format="png", interactive=False, elem_classes="attnviz-chart")
+                        block_dd = gr.Dropdown([], label="Block", interactive=True, elem_id="inspect-block")
+                        out_chart = gr.Image(label="Channel weights of the selected block (sorted; top channels labelled)",
+                                             show_label=False, type="filepath", format="png", interactive=False,
+                                             elem_classes="attnviz-chart", elem_id="inspect-chart")
+                        with gr.Accordion("All blocks' channel charts", open=False):
+                            out_charts = gallery(label="Channel weights, one chart per block", columns=2)
+                        out_files = gr.File(label="Downloads: figures (zip), summary (JSON), raw arrays (NPZ)",
+                                            file_count="multiple", interactive=False, elem_id="inspect-files")
+                        with gr.Accordion("Summary (JSON)", open=False):
+                            out_summary = gr.JSON(label="Summary")
+                inspect_state = gr.State(None)
+
+                main_outputs = [out_summary, out_label, out_gradcam, out_spatial, out_charts, out_overview,
+                                out_stats, out_files]
+                run_btn.click(
+                    inspect_image, [in_image, in_variant, in_alpha, in_cmap], main_outputs + [inspect_state],
+                    api_name="inspect", api_description="Inspect one image with one variant", **MODEL,
+                ).then(after_inspect, [out_summary, out_charts, block_dd], [block_dd, out_chart, weights_md],
+                       api_visibility="private", queue=False)
+                for trigger in (in_alpha.release, in_cmap.input):
+                    trigger(rerender_inspect, [inspect_state, in_image, in_variant, in_alpha, in_cmap],
+                            main_outputs + [inspect_state], api_visibility="private", **MODEL,
+                            ).then(after_inspect, [out_summary, out_charts, block_dd], [block_dd, out_chart, weights_md],
+                                   api_visibility="private", queue=False)
+                block_dd.input(select_chart, [block_dd, out_summary, out_charts], out_chart,
+                               api_visibility="private", queue=False)
+                in_variant.change(L.variant_markdown, in_variant, variant_info, api_visibility="private", queue=False)
+
+                with examples_slot:
+                    if EXAMPLES and EXAMPLE_VARIANT:
+                        ex = gr.Examples(
+                            [[str(p), EXAMPLE_VARIANT] for p in EXAMPLES], [in_image, in_variant], main_outputs,
+                            fn=inspect_example, cache_examples=True, cache_mode="lazy",
+                            visible_columns=[0], examples_per_page=12,
+                            label=f"Examples (run on {EXAMPLE_VARIANT})",
+                        )
+                        ex.cache_event.then(clear_state, None, inspect_state, api_visibility="private", queue=False
+                                            ).then(after_inspect, [out_summary, out_charts, block_dd],
+                                                   [block_dd, out_chart, weights_md], api_visibility="private",
+                                                   queue=False)
+                    else:
+                        gr.Markdown("No example images in `assets/` yet.", elem_classes="attnviz-note")
+
+            # ---------------------------------------------------------------- Compare variants
+            with gr.Tab("Compare variants", id="compare"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        c_image = image_input(label="Image", height=260, elem_id="compare-image")
+                        c_variants = gr.CheckboxGroup(variant_choices, value=COMPARE_DEFAULT,
+                                                      label=f"Variants (2–{L.MAX_COMPARE_VARIANTS})")
+                        c_btn = gr.Button("Compare", variant="primary", elem_id="compare-run")
+                        if EXAMPLES:
+                            gr.Examples([[str(p)] for p in EXAMPLES], [c_image], examples_per_page=12,
+                                        label="Example images")
+                    with gr.Column(scale=2):
+                        c_agree = gr.Markdown("Choose an image and 2–5 variants, then press **Compare**.")
+                        c_stats = gr.Image(label="Channel-gate statistics along depth, one line per variant",
+                                           show_label=False, type="pil", format="png", interactive=False,
+                                           elem_classes="attnviz-chart", elem_id="compare-stats")
+                with gr.Row():
+                    c_slot = gr.Dropdown([("deepest block of each variant", "")], value="", allow_custom_value=True,
+                                         label="Block / stage shown in every column (shared)", scale=2)
+                    c_alpha = gr.Slider(0.0, 1.0, value=DEFAULT_ALPHA, step=0.05, label="Overlay opacity", scale=1)
+                    c_cmap = gr.Dropdown(list(COLORMAPS), value=DEFAULT_CMAP, label="Colormap", scale=1)
+                columns = []
+                with gr.Row(equal_height=False):
+                    for i in range(L.MAX_COMPARE_VARIANTS):
+                        with gr.Column(visible=False, min_width=220) as col:
+                            head = gr.Markdown()
+                            lab = gr.Label(num_top_classes=5, label="Top-5")
+                            gc = gr.Image(label="Grad-CAM", type="pil", format="png", interactive=False)
+                            sp = gallery(label="Spatial maps, by stage", columns=2)
+                            ch = gr.Image(label="Channel weights (selected block)", show_label=False, type="pil",
+                                          format="png", interactive=False, elem_classes="attnviz-chart")
+                            ov = gr.Image(label="Depth overview", show_label=False, type="pil", format="png",
+                                          interactive=False, elem_classes="attnviz-chart")
+                        columns += [col, head, lab, gc, sp, ch, ov]
+                with gr.Accordion("All variants as galleries, and the summary (JSON)", open=False):
+                    c_gradcams = gallery(label="Grad-CAM per variant", columns=5)
+                    c_charts = gallery(label="Selected block's channel weights per variant", columns=2)
+                    c_overviews = gallery(label="Depth overview per variant", columns=2)
+                    c_summary = gr.JSON(label="Summary")
+                compare_state = gr.State(None)
+                fill_inputs = [compare_state, c_slot, c_alpha, c_cmap]
+                fill_outputs = [c_slot, c_agree] + columns
+                c_btn.click(
+                    compare_variants, [c_image, c_variants, c_slot, c_alpha, c_cmap],
+                    [c_summary, c_stats, c_gradcams, c_charts, c_overviews, compare_state],
+                    api_name="compare", api_description="One image, 2-5 variants side by side", **MODEL,
+                ).then(fill_columns, fill_inputs, fill_outputs, api_visibility="private")
+                c_slot.input(fill_columns, fill_inputs, fill_outputs, api_visibility="private")
+                c_alpha.release(fill_columns, fill_inputs, fill_outputs, api_visibility="private")
+                c_cmap.input(fill_columns, fill_inputs, fill_outputs, api_visibility="private")
+
+            # ---------------------------------------------------------------- Compare images
+            with gr.Tab("Compare images", id="compare_images"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        m_files = gr.File(label=f"Images (2–{L.MAX_COMPARE_IMAGES})", file_count="multiple",
+                                          file_types=["image"], elem_id="compare-images-files")
+                        if EXAMPLES:
+                            m_examples = gr.Button("Use the example images", size="sm")
+                            m_examples.click(example_set, None, m_files, api_visibility="private", queue=False)
+                        m_variant = gr.Dropdown(variant_choices, value=EXAMPLE_VARIANT or DEFAULT_VARIANT,
+                                                label="Model variant")
+                        m_btn = gr.Button("Compare images", variant="primary", elem_id="compare-images-run")
+                        gr.Markdown(
+                            "Per block, each image's channel weights are drawn in channel order, one line per "
+                            "image, and compared by cosine similarity. SENet's analysis found early blocks "
+                            "excite alike for all classes and late blocks class-specifically: similarity should "
+                            "fall with depth when the images show different classes.", elem_classes="attnviz-note")
+                    with gr.Column(scale=2):
+                        m_thumbs = gallery(label="Images as the model saw them, with top-1", columns=4)
+                        m_sim = gr.Image(label="Similarity of channel weights per depth", show_label=False,
+                                         type="pil", format="png", interactive=False, elem_classes="attnviz-chart",
+                                         elem_id="compare-images-similarity")
+                        m_block = gr.Dropdown([], label="Block", interactive=True)
+                        m_profile = gr.Image(label="Channel-weight profiles of the images (selected block)",
+                                             show_label=False, type="filepath", format="png", interactive=False,
+                                             elem_classes="attnviz-chart")
+                        with gr.Accordion("All blocks' profiles, and the summary (JSON)", open=False):
+                            m_profiles = gallery(label="Profiles per block", columns=2)
+                            m_summary = gr.JSON(label="Summary")
+                m_btn.click(
+                    compare_images, [m_files, m_variant], [m_summary, m_sim, m_profiles, m_thumbs],
+                    api_name="compare_images", api_description="2-8 images on one variant: channel-profile similarity",
+                    **MODEL,
+                ).then(after_compare_images, [m_summary, m_profiles, m_block], [m_block, m_profile],
+                       api_visibility="private", queue=False)
+                m_block.input(select_profile, [m_block, m_summary, m_profiles], m_profile,
+                              api_visibility="private", queue=False)
+
+            # ---------------------------------------------------------------- Models
+            with gr.Tab("Models", id="models"):
+                gr.Markdown("Every variant, where its weights come from, their licence and the top-1 accuracy "
+                            "their authors report. Built-in models ship with attnviz and work offline; "
+                            "ImageNet weights download once into the usual caches (torch hub / Hugging Face).")
+                models_md = gr.Markdown(L.models_table_markdown())
+        demo.load(lambda v: (L.models_table_markdown(), L.variant_markdown(v)), in_variant,
+                  [models_md, variant_info], api_visibility="private", queue=False)
+    return demo
+
+
+demo = build()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="attnviz web app (host/port: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)")
+    parser.add_argument("--weights", action="append", default=[], metavar="VARIANT=FILE",
+                        help="use this local checkpoint for VARIANT instead of downloading (repeatable)")
+    args = parser.parse_args(argv)
+    for spec in args.weights:
+        name, sep, file = spec.partition("=")
+        if not sep or name not in all_variants() or not Path(file).is_file():
+            parser.error(f"--weights {spec!r}: expected VARIANT=FILE with a known variant and an existing file")
+        WEIGHT_FILES[name] = str(Path(file).resolve())
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(max_file_size=MAX_FILE_SIZE, theme=THEME, css=CSS, show_error=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,425 @@
+"""UI-free helpers of the web app (``app.py``): what to show for inspections, no gradio here.
+
+Everything model-related goes through the library (:func:`attnviz.inspect`,
+:mod:`attnviz.export`, :mod:`attnviz.render`); this module only arranges results for display:
+captions, which block of each variant a shared selector points at, gate statistics along
+depth, and the per-image channel-profile similarity of "Compare images".
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from . import export, render
+from .inspection import BlockResult, Inspection
+from .models import Variant, variants
+from .models import weights as W
+from .models.loading import DEFAULT_BUILTIN
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+ACCEPTED_TEXT = "PNG, JPEG, WebP, GIF, BMP or TIFF images"
+VIEW_SIZE = 448
+MAX_COMPARE_VARIANTS = 5
+MAX_COMPARE_IMAGES = 8
+#: Channel profiles longer than this are averaged in bins of consecutive channels for the chart.
+PROFILE_POINTS = 128
+
+
+# ----------------------------------------------------------------------------------------------
+# variants and examples
+
+
+def builtin_default() -> str | None:
+    """The built-in variant examples use (never one that needs ImageNet weights)."""
+    reg = variants()
+    if DEFAULT_BUILTIN in reg:
+        return DEFAULT_BUILTIN
+    return next((v.name for v in reg.values() if v.builtin), None)
+
+
+def builtin_names() -> list[str]:
+    """Built-in variants, the default one first."""
+    first = builtin_default()
+    names = [v.name for v in variants().values() if v.builtin]
+    return sorted(names, key=lambda n: (n != first, n))
+
+
+def is_local(v: Variant) -> bool:
+    return W.is_available(v.weights)
+
+
+def variant_label(v: Variant) -> str:
+    """Dropdown label: name, block, family and whether the weights are on this machine."""
+    block = v.block.upper() if v.block not in ("none", "spatial") else ("plain" if v.block == "none" else v.block)
+    family = "built-in" if v.builtin else "ImageNet"
+    mark = "" if is_local(v) else " · ⬇ not on this machine (downloads on first use)"
+    return f"{v.name} — {block} · {family}{mark}"
+
+
+def variant_choices() -> list[tuple[str, str]]:
+    return [(variant_label(v), v.name) for v in variants().values()]
+
+
+def top1_text(v: Variant) -> str:
+    t = v.weights.reported_top1
+    if t is None:
+        return "n/a"
+    return f"{t:.1f}% ({'synthetic-shapes validation' if v.builtin else 'ImageNet val, as reported'})"
+
+
+def variant_markdown(name: str | None) -> str:
+    """Source, licence, reported top-1 and local availability of one variant."""
+    if not name:
+        return ""
+    try:
+        v = variants()[name]
+    except KeyError:
+        return f"Unknown variant `{name}`."
+    where = "✅ weights on this machine" if is_local(v) else (
+        "⬇ weights not on this machine: they download on first use"
+        + (f" (or: {v.weights.manual})" if v.weights.manual else ""))
+    return (f"**{v.name}** — {v.description}  \n"
+            f"Weights: {v.weights.description} · licence: {v.weights.license} · "
+            f"reported top-1: {top1_text(v)} · {v.input_size}px input · {where}")
+
+
+def models_table_markdown() -> str:
+    rows = ["| variant | block | weights source | licence | reported top-1 | on this machine |",
+            "|---|---|---|---|---|---|"]
+    for v in variants().values():
+        rows.append(f"| `{v.name}` | {v.block} | {v.weights.description} | {v.weights.license} | "
+                    f"{top1_text(v)} | {'yes' if is_local(v) else 'no — downloads on first use'} |")
+    return "\n".join(rows)
+
+
+def example_images(folder: str | Path) -> list[Path]:
+    """Image files of ``folder`` (sorted; none when it is missing or empty)."""
+    p = Path(folder)
+    if not p.is_dir():
+        return []
+    return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def examples_fingerprint(paths: Sequence[Path], variant: str | None) -> str:
+    """Short hash of the example files and the examples' model weights: a cache key, so cached
+    example outputs are recomputed when either changes."""
+    h = hashlib.sha256()
+    for p in paths:
+        st = p.stat()
+        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
+    if variant and variant in variants():
+        wp = variants()[variant].weights.path
+        if wp is not None and wp.is_file():
+            st = wp.stat()
+            h.update(f"{variant}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+def weights_help(name: str, error: BaseException) -> str:
+    """The message shown when a variant's weights cannot be had."""
+    try:
+        v = variants()[name]
+    except KeyError:
+        return f"unknown variant {name!r}; available: {', '.join(variants())}"
+    msg = str(error).strip().rstrip(".")
+    if name not in msg:
+        msg = f"{name} ({v.weights.description}): {msg}"
+    if v.weights.manual and v.weights.manual not in msg:
+        msg += f". {v.weights.manual}"
+    return (f"{msg}.\nIn this app, use a local checkpoint file with "
+            f"`python app.py --weights {name}=FILE`, or choose a built-in variant (they work offline).")
+
+
+# ----------------------------------------------------------------------------------------------
+# one inspection
+
+
+def block_caption(b: BlockResult) -> str:
+    return f"{b.name} ({b.kind})"
+
+
+def stage_key(b: BlockResult) -> int:
+    return b.stage if b.stage is not None else 10**6
+
+
+@dataclass
+class InspectViews:
+    """Everything the Inspect view shows for one result, rendered with one opacity/colormap."""
+
+    figures: dict[str, Image.Image]  # attnviz.export.figures(), the files of the zip download
+    gradcam: Image.Image | None
+    spatial: list[tuple[Image.Image, str]]  # grouped by stage
+    charts: list[tuple[Image.Image, str]]  # one per channel-attention block, in depth order
+    overview: Image.Image
+    stats: Image.Image | None
+
+
+def inspect_views(result: Inspection, *, alpha: float = 0.5, colormap: str = "jet") -> InspectViews:
+    figs = export.figures(result, colormap=colormap, alpha=alpha, view_size=VIEW_SIZE)
+    spatial_blocks = sorted(result.spatial_blocks, key=stage_key)  # stable: depth order within a stage
+    spatial = [(figs[f"spatial_{b.name}.png"],
+                f"stage {b.stage} · {block_caption(b)}" if b.stage is not None else block_caption(b))
+               for b in spatial_blocks]
+    charts = [(figs[f"channels_{b.name}.png"], block_caption(b)) for b in result.channel_blocks]
+    overview = figs.get("depth_overview.png") or render.depth_overview([])
+    return InspectViews(figures=figs, gradcam=figs.get("gradcam.png"), spatial=spatial, charts=charts,
+                        overview=overview, stats=depth_stats_chart(result))
+
+
+def depth_stats_chart(result: Inspection) -> Image.Image | None:
+    """Per-block mean / std / entropy of the channel gates along depth."""
+    blocks = result.channel_blocks
+    if not blocks:
+        return None
+    series = {
+        "mean": [b.channel_stats.mean for b in blocks],
+        "std": [b.channel_stats.std for b in blocks],
+        "entropy (normalised)": [b.channel_stats.entropy for b in blocks],
+    }
+    return render.stats_along_depth(series, title=f"{result.variant}: channel-gate statistics along depth",
+                                    labels=[b.name for b in blocks], size=(640, 300))
+
+
+def summary(result: Inspection, views: InspectViews | None = None) -> dict[str, Any]:
+    """``Inspection.summary()`` plus what an API client needs to read the returned images."""
+    s = result.summary()
+    v = variants().get(result.variant)
+    view = result.view(VIEW_SIZE)
+    s["num_classes"] = int(result.probs.size)
+    s["total_probability"] = float(np.asarray(result.probs, dtype=np.float64).sum())
+    s["view_size"] = list(view.size)
+    if v is not None:
+        s["weights_source"] = {"description": v.weights.description, "license": v.weights.license,
+                               "reported_top1": v.weights.reported_top1}
+    s["images"] = {
+        "gradcam": None if result.gradcam is None else "gradcam overlay",
+        "spatial_maps": [b.name for b in sorted(result.spatial_blocks, key=stage_key)],
+        "channel_charts": [b.name for b in result.channel_blocks],
+    }
+    return s
+
+
+def label_dict(result: Inspection) -> dict[str, float]:
+    return {p.label: float(p.probability) for p in result.predictions}
+
+
+# ----------------------------------------------------------------------------------------------
+# downloads
+
+
+def write_downloads(result: Inspection, folder: Path, stem: str, figures: Mapping[str, Image.Image]) -> list[str]:
+    """The CLI's files for one inspection: figures zip, JSON summary, NPZ of raw arrays."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = f"{safe_stem(stem)}_{result.variant}"
+    paths = [folder / f"{base}_figures.zip", folder / f"{base}.json", folder / f"{base}.npz"]
+    paths[0].write_bytes(export.figures_zip(dict(figures)))
+    paths[1].write_text(export.summary_json(result))
+    paths[2].write_bytes(export.npz_bytes(result))
+    return [str(p) for p in paths]
+
+
+def safe_stem(name: str | None) -> str:
+    stem = Path(str(name or "image")).stem
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
+    return stem[:60]
+
+
+# ----------------------------------------------------------------------------------------------
+# compare variants: one shared block selector over variants with different blocks
+
+
+_INDEX_RE = re.compile(r"\.(\d+)$")
+
+
+def _slot_order(b: BlockResult, position: int) -> tuple[int, int, int]:
+    m = _INDEX_RE.search(b.name)
+    return (stage_key(b), int(m.group(1)) if m else 10**6, position)
+
+
+def shared_slots(results: Mapping[str, Inspection]) -> list[tuple[str, int | None]]:
+    """The depth positions of a comparison, as ``(block name, stage)``, shallow to deep.
+
+    Positions are the per-residual-block names (``layer3.4``) of the variants that have them;
+    blocks between stages (BAM's ``bam3``) are placed at the last position of their stage
+    (see :func:`block_at`). Only when no variant has per-block attention are BAM's names used.
+    """
+    per_block = [r for r in results.values() if any(b.kind != "bam" for b in r.blocks)]
+    pool = per_block or list(results.values())
+    seen: dict[str, tuple[tuple[int, int, int], int | None]] = {}
+    for r in pool:
+        for i, b in enumerate(r.blocks):
+            if b.name not in seen:
+                seen[b.name] = (_slot_order(b, i), b.stage)
+    return [(name, stage) for name, (_, stage) in sorted(seen.items(), key=lambda kv: kv[1][0])]
+
+
+def block_at(result: Inspection, slot: str | None, slots: Sequence[tuple[str, int | None]]) -> BlockResult | None:
+    """The block of ``result`` a shared selector value points at: the block of that name, else
+    the deepest block of the same stage; ``slot`` empty: the variant's deepest block."""
+    if not result.blocks:
+        return None
+    if not slot:
+        return result.blocks[-1]
+    for b in result.blocks:
+        if b.name == slot:
+            return b
+    stage = dict(slots).get(slot)
+    same = [b for b in result.blocks if b.stage is not None and b.stage == stage]
+    return same[-1] if same else None
+
+
+def _slot_index(result: Inspection, slots: Sequence[tuple[str, int | None]]) -> dict[str, int]:
+    """Where each block of ``result`` sits on the shared depth axis."""
+    index = {name: i for i, (name, _) in enumerate(slots)}
+    out: dict[str, int] = {}
+    for b in result.blocks:
+        if b.name in index:
+            out[b.name] = index[b.name]
+            continue
+        same_stage = [i for i, (_, st) in enumerate(slots) if st is not None and st == b.stage]
+        if same_stage:
+            out[b.name] = same_stage[-1]
+    return out
+
+
+def compare_stats_chart(results: Mapping[str, Inspection], slots: Sequence[tuple[str, int | None]]) -> Image.Image:
+    """Mean, std and entropy of the channel gates along the shared depth axis, one line per
+    variant (three charts stacked)."""
+    labels = [name for name, _ in slots] or ["-"]
+    charts = []
+    for stat, title in (("mean", "mean channel weight"), ("std", "std of channel weights"),
+                        ("entropy", "entropy of channel weights (normalised)")):
+        series: dict[str, list[float]] = {}
+        for name, r in results.items():
+            pos = _slot_index(r, slots)
+            vals = [math.nan] * len(labels)
+            for b in r.channel_blocks:
+                if b.name in pos:
+                    vals[pos[b.name]] = float(getattr(b.channel_stats, stat))
+            if any(np.isfinite(vals)):
+                series[name] = vals
+        if not series:
+            series = {"no channel attention": [math.nan] * len(labels)}
+        charts.append(render.stats_along_depth(series, title=title, labels=labels, size=(720, 260)))
+    return stack_vertical(charts)
+
+
+def stack_vertical(images: Sequence[Image.Image], gap: int = 6) -> Image.Image:
+    w = max(im.width for im in images)
+    h = sum(im.height for im in images) + gap * (len(images) - 1)
+    out = Image.new("RGB", (w, h), (255, 255, 255))
+    y = 0
+    for im in images:
+        out.paste(im.convert("RGB"), (0, y))
+        y += im.height + gap
+    return out
+
+
+def compare_summary(results: Mapping[str, Inspection], slots: Sequence[tuple[str, int | None]],
+                    slot: str | None) -> dict[str, Any]:
+    top1 = {name: r.predictions[0].label for name, r in results.items() if r.predictions}
+    classes_alike = len({tuple(r.probs.shape) for r in results.values()}) == 1 and len(
+        {variants()[n].class_names for n in results if n in variants()}) <= 1
+    out_results = []
+    for name, r in results.items():
+        s = summary(r)
+        b = block_at(r, slot, slots)
+        s["selected_block"] = None if b is None else b.name
+        out_results.append(s)
+    return {
+        "variants": list(results),
+        "agree": len(set(top1.values())) == 1,
+        "same_label_set": classes_alike,
+        "top1": top1,
+        "slots": [name for name, _ in slots],
+        "selected_slot": slot or "",
+        "results": out_results,
+    }
+
+
+def agreement_markdown(results: Mapping[str, Inspection]) -> str:
+    top1 = {name: r.predictions[0] for name, r in results.items() if r.predictions}
+    labels = {p.label for p in top1.values()}
+    rows = ", ".join(f"`{n}`: {p.label} ({100 * p.probability:.1f}%)" for n, p in top1.items())
+    if len(labels) == 1:
+        return f"✅ **All {len(top1)} variants agree** on the top-1 prediction: **{next(iter(labels))}**.  \n{rows}"
+    return f"⚠️ **The variants disagree** ({len(labels)} different top-1 predictions).  \n{rows}"
+
+
+# ----------------------------------------------------------------------------------------------
+# compare images: channel-weight profiles per block and their similarity
+
+
+def channel_matrix(results: Sequence[Inspection]) -> dict[str, np.ndarray]:
+    """Per channel-attention block, the images' gate vectors stacked: ``[N, C]``."""
+    if not results:
+        return {}
+    names = [b.name for b in results[0].channel_blocks]
+    return {n: np.stack([r.block(n).channel.astype(np.float64) for r in results]) for n in names}
+
+
+def _pairwise_cosine(v: np.ndarray) -> np.ndarray:
+    norm = np.linalg.norm(v, axis=1, keepdims=True)
+    unit = np.divide(v, norm, out=np.zeros_like(v), where=norm > 0)
+    return np.clip(unit @ unit.T, -1.0, 1.0)
+
+
+def profile_similarity(results: Sequence[Inspection]) -> list[dict[str, Any]]:
+    """Per channel-attention block (shallow to deep): cosine similarity of the images' channel
+    weights (all pairs: mean, min, full matrix) and the same after centring each vector on its
+    mean (Pearson correlation, which sigmoid gates' common offset does not inflate)."""
+    if not results:
+        return []
+    mats = channel_matrix(results)
+    n = len(results)
+    iu = np.triu_indices(n, k=1)
+    out = []
+    for b in results[0].channel_blocks:
+        v = mats[b.name]
+        cos = _pairwise_cosine(v)
+        cen = _pairwise_cosine(v - v.mean(axis=1, keepdims=True))
+        pairs, cpairs = (cos[iu], cen[iu]) if n > 1 else (np.ones(1), np.ones(1))
+        out.append({
+            "block": b.name, "kind": b.kind, "stage": b.stage, "channels": int(v.shape[1]),
+            "cosine_mean": float(pairs.mean()), "cosine_min": float(pairs.min()),
+            "centered_cosine_mean": float(cpairs.mean()),
+            "cosine_matrix": np.round(cos, 6).tolist(),
+        })
+    return out
+
+
+def similarity_chart(sim: Sequence[Mapping[str, Any]], variant: str) -> Image.Image:
+    labels = [s["block"] for s in sim] or ["-"]
+    series = {
+        "cosine (mean over pairs)": [s["cosine_mean"] for s in sim],
+        "cosine (min over pairs)": [s["cosine_min"] for s in sim],
+        "centred cosine (mean)": [s["centered_cosine_mean"] for s in sim],
+    }
+    return render.stats_along_depth(series, title=f"{variant}: similarity of the images' channel weights per block",
+                                    labels=labels, size=(720, 300))
+
+
+def profile_chart(matrix: np.ndarray, names: Sequence[str], block: str, kind: str) -> Image.Image:
+    """One line per image: the block's channel weights in channel order (bins of consecutive
+    channels averaged when there are more than :data:`PROFILE_POINTS`)."""
+    c = matrix.shape[1]
+    step = max(1, math.ceil(c / PROFILE_POINTS))
+    starts = list(range(0, c, step))
+    binned = np.add.reduceat(matrix, starts, axis=1) / np.diff(starts + [c])
+    series = {n: binned[i].tolist() for i, n in enumerate(names)}
+    what = "channel index" if step == 1 else f"channels, mean of {step}-channel bins"
+    return render.stats_along_depth(series, title=f"{block} ({kind}): channel weights per image ({what}, C={c})",
+                                    labels=[str(s) for s in starts], size=(720, 300))
+
+
+def thumbnail(result: Inspection, name: str) -> tuple[Image.Image, str]:
+    p = result.predictions[0]
+    return result.view(224), f"{name}: {p.label} ({100 * p.probability:.1f}%)"
