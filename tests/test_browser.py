@@ -1,0 +1,108 @@
+"""The app in a real headless browser (Debian's Chromium driven by playwright): upload an image,
+run Inspect, and check the prediction, a chart and overlays are shown and are not blank.
+Full-page screenshots go to ``test-artifacts/``."""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync"]
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium) for browser tests")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture(scope="module")
+def shapes_image(tmp_path_factory) -> Path:
+    from attnviz import synthetic
+
+    path = tmp_path_factory.mktemp("browser") / "shapes.png"
+    Image.fromarray(synthetic.generate(3, seed=21, size=160).image).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def expected(app_server, shapes_image) -> dict:
+    """What the app's API says for the same image (default variant)."""
+    from gradio_client import Client, handle_file
+
+    return Client(app_server.url, verbose=False).predict(handle_file(str(shapes_image)), api_name="/inspect")[0]
+
+
+def _pixels(page, locator) -> np.ndarray:
+    """The image an <img> shows, fetched from its src."""
+    src = locator.get_attribute("src")
+    assert src, "image has no src"
+    body = page.request.get(src).body()
+    with Image.open(io.BytesIO(body)) as im:
+        return np.asarray(im.convert("RGB"), dtype=np.float32)
+
+
+def _assert_not_blank(page, locator, what: str) -> np.ndarray:
+    locator.wait_for(state="visible", timeout=TIMEOUT_MS)
+    assert locator.evaluate("el => el.complete && el.naturalWidth > 0"), f"{what} did not load"
+    px = _pixels(page, locator)
+    assert px.std() > 5.0, f"{what} is blank (pixel std {px.std():.2f})"
+    return px
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_inspect_in_browser(app_server, browser, shapes_image, expected, theme):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{app_server.url}?__theme={theme}", timeout=TIMEOUT_MS)
+        page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
+        assert page.evaluate("document.body.classList.contains('dark')") == (theme == "dark")
+
+        page.locator("#inspect-image input[type=file]").set_input_files(str(shapes_image))
+        page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)  # the upload shows
+        page.locator("#inspect-run").click()
+
+        chart = page.locator("#inspect-chart img")
+        _assert_not_blank(page, chart, "channel chart")
+        top1 = expected["predictions"][0]["label"]
+        label = page.locator("#inspect-label")
+        label.get_by_text(top1).first.wait_for(timeout=TIMEOUT_MS)
+        assert top1 in label.inner_text()
+        assert expected["variant"] in page.locator("#inspect-weights").inner_text()
+
+        gradcam = _assert_not_blank(page, page.locator("#inspect-gradcam img"), "Grad-CAM overlay")
+        assert gradcam.shape[1::-1] == tuple(expected["view_size"])
+        n_spatial = len(expected["images"]["spatial_maps"])
+        if n_spatial:
+            thumbs = page.locator("#inspect-spatial img")
+            thumbs.first.wait_for(state="visible", timeout=TIMEOUT_MS)
+            assert thumbs.count() == n_spatial
+            overlay = _assert_not_blank(page, thumbs.first, "spatial-attention overlay")
+            assert overlay.shape[1::-1] == tuple(expected["view_size"])
+        for name in (".zip", ".json", ".npz"):
+            assert name in page.locator("#inspect-files").inner_text()
+
+        ARTIFACTS.mkdir(exist_ok=True)
+        shot = ARTIFACTS / ("browser_inspect.png" if theme == "light" else f"browser_inspect_{theme}.png")
+        page.screenshot(path=str(shot), full_page=True)
+        with Image.open(shot) as im:
+            assert np.asarray(im.convert("L"), dtype=np.float32).std() > 10
+    finally:
+        page.close()
