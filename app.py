@@ -30,6 +30,7 @@ from attnviz.inspection import Inspection, inspect, inspect_batch
 from attnviz.models import LoadedModel, WeightsError, default_variant_name, load_model
 from attnviz.models import variants as all_variants
 from attnviz.preprocess import ImageLoadError, load_image
+from attnviz import render
 from attnviz.render import COLORMAPS
 
 try:  # Hugging Face ZeroGPU: functions that use the GPU are decorated; a no-op elsewhere
@@ -184,9 +185,9 @@ def _pick_from_gallery(gallery: Any, names: list[str], name: str | None) -> Any:
 
 
 def _inspect_outputs(result: Inspection, stem: str, alpha: float, cmap: str) -> tuple:
-    views = L.inspect_views(result, alpha=alpha, colormap=cmap)
-    files = L.write_downloads(result, _scratch_dir(), stem, views.figures)
-    return (L.summary(result, views), L.label_dict(result), views.gradcam, views.spatial, views.charts,
+    views = L.inspect_views(result, _scratch_dir(), alpha=alpha, colormap=cmap)
+    files = L.write_downloads(result, views, stem)
+    return (L.summary(result), L.label_dict(result), views.gradcam, views.spatial, views.charts,
             views.overview, views.stats, files)
 
 
@@ -215,8 +216,8 @@ def rerender_inspect(state, image, variant, opacity, colormap, progress=gr.Progr
             return (gr.skip(),) * 9
         return inspect_image(image, variant, alpha, cmap, progress)  # e.g. after a cached example
     result = state["result"]
-    views = L.inspect_views(result, alpha=alpha, colormap=cmap)
-    files = L.write_downloads(result, _scratch_dir(), state["stem"], views.figures)
+    views = L.inspect_views(result, _scratch_dir(), alpha=alpha, colormap=cmap)
+    files = L.write_downloads(result, views, state["stem"])
     skip = gr.skip()
     return skip, skip, views.gradcam, views.spatial, skip, skip, skip, files, skip
 
@@ -247,14 +248,12 @@ def clear_state():
 
 
 def _column_views(results: dict[str, Inspection], slots, slot, alpha, cmap):
+    folder = _scratch_dir()
     out = {}
-    for name, r in results.items():
-        views = L.inspect_views(r, alpha=alpha, colormap=cmap)
+    for i, (name, r) in enumerate(results.items()):
+        views = L.inspect_views(r, folder / str(i), alpha=alpha, colormap=cmap)
         b = L.block_at(r, slot, slots)
-        chart = None
-        if b is not None and b.channel is not None:
-            chart = views.figures[f"channels_{b.name}.png"]
-        out[name] = (views, b, chart)
+        out[name] = (views, b, None if b is None else views.chart(b.name))
     return out
 
 
@@ -282,16 +281,19 @@ def compare_variants(image, variants=COMPARE_DEFAULT, block="", opacity=DEFAULT_
     slots = L.shared_slots(results)
     slot = _slot_value(block, slots)
     cols = _column_views(results, slots, slot, alpha, cmap)
+    folder = _scratch_dir()
     gradcams, charts, overviews = [], [], []
-    for name, (views, b, chart) in cols.items():
+    for i, (name, (views, b, chart)) in enumerate(cols.items()):
         p = results[name].predictions[0]
-        gradcams.append((views.gradcam or results[name].view(L.VIEW_SIZE),
-                         f"{name}: {p.label} ({100 * p.probability:.1f}%)"))
-        charts.append((chart or L.render.depth_overview([]), f"{name}: {b.name if b is not None else 'no block'}"))
+        gradcams.append((views.gradcam or views.figures["input.png"], f"{name}: {p.label} ({100 * p.probability:.1f}%)"))
+        if chart is None:
+            chart = L.save_png(render.depth_overview([]), folder / f"nochart{i}.png")
+        charts.append((chart, f"{name}: {b.name if b is not None else 'no block'}"))
         overviews.append((views.overview, name))
     summary = L.compare_summary(results, slots, slot)
+    stats = L.save_png(L.compare_stats_chart(results, slots), folder / "stats.png")
     state = {"results": results, "slots": slots}
-    return summary, L.compare_stats_chart(results, slots), gradcams, charts, overviews, state
+    return summary, stats, gradcams, charts, overviews, state
 
 
 def fill_columns(state, slot, opacity, colormap):
@@ -343,16 +345,17 @@ def compare_images(images, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT, progress=
     names = unique_stems([Path(p).name for p in paths])
     sim = L.profile_similarity(results)
     mats = L.channel_matrix(results)
-    profiles = [(L.profile_chart(mats[b.name], names, b.name, b.kind), L.block_caption(b))
-                for b in results[0].channel_blocks]
+    folder = _scratch_dir()
+    profiles = [(L.save_png(L.profile_chart(mats[b.name], names, b.name, b.kind), folder / f"profile{i}.png"),
+                 L.block_caption(b)) for i, b in enumerate(results[0].channel_blocks)]
     summary = {
         "variant": loaded.name, "weights": loaded.weights, "device": str(loaded.device),
         "images": [{"name": n, "predictions": [p.__dict__ for p in r.predictions]} for n, r in zip(names, results)],
         "blocks": [b.name for b in results[0].channel_blocks],
         "similarity": sim,
     }
-    thumbs = [L.thumbnail(r, n) for n, r in zip(names, results)]
-    return summary, L.similarity_chart(sim, loaded.name), profiles, thumbs
+    thumbs = [L.thumbnail(r, n, folder, i) for i, (n, r) in enumerate(zip(names, results))]
+    return summary, L.save_png(L.similarity_chart(sim, loaded.name), folder / "similarity.png"), profiles, thumbs
 
 
 def after_compare_images(summary, profiles, current):
@@ -419,7 +422,7 @@ def build() -> gr.Blocks:
                                                  elem_classes="attnviz-note", elem_id="inspect-weights")
                         with gr.Row():
                             out_label = gr.Label(num_top_classes=5, label="Top-5 prediction", elem_id="inspect-label")
-                            out_gradcam = gr.Image(label="Grad-CAM (top-1 class) on the model's view", type="pil",
+                            out_gradcam = gr.Image(label="Grad-CAM (top-1 class) on the model's view", type="filepath",
                                                    format="png", interactive=False, elem_id="inspect-gradcam")
                         gr.Markdown("#### Spatial attention maps, by stage (on the region the model saw)")
                         out_spatial = gr.Gallery(label="Spatial attention maps, by stage", show_label=False,
@@ -428,10 +431,10 @@ def build() -> gr.Blocks:
                                                  elem_classes="attnviz-gallery")
                         gr.Markdown("#### Channel attention: every block at a glance, then one block")
                         out_overview = gr.Image(label="Depth overview: blocks × channels (sorted), mean±std",
-                                                show_label=False, type="pil", format="png", interactive=False,
+                                                show_label=False, type="filepath", format="png", interactive=False,
                                                 elem_classes="attnviz-chart", elem_id="inspect-overview")
                         out_stats = gr.Image(label="Channel-gate mean / std / entropy along depth", show_label=False,
-                                             type="pil", format="png", interactive=False, elem_classes="attnviz-chart")
+                                             type="filepath", format="png", interactive=False, elem_classes="attnviz-chart")
                         block_dd = gr.Dropdown([], label="Block", interactive=True, elem_id="inspect-block")
                         out_chart = gr.Image(label="Channel weights of the selected block (sorted; top channels labelled)",
                                              show_label=False, type="filepath", format="png", interactive=False,
@@ -489,7 +492,7 @@ def build() -> gr.Blocks:
                     with gr.Column(scale=2):
                         c_agree = gr.Markdown("Choose an image and 2–5 variants, then press **Compare**.")
                         c_stats = gr.Image(label="Channel-gate statistics along depth, one line per variant",
-                                           show_label=False, type="pil", format="png", interactive=False,
+                                           show_label=False, type="filepath", format="png", interactive=False,
                                            elem_classes="attnviz-chart", elem_id="compare-stats")
                 with gr.Row():
                     c_slot = gr.Dropdown([("deepest block of each variant", "")], value="", allow_custom_value=True,
@@ -502,11 +505,11 @@ def build() -> gr.Blocks:
                         with gr.Column(visible=False, min_width=220) as col:
                             head = gr.Markdown()
                             lab = gr.Label(num_top_classes=5, label="Top-5")
-                            gc = gr.Image(label="Grad-CAM", type="pil", format="png", interactive=False)
+                            gc = gr.Image(label="Grad-CAM", type="filepath", format="png", interactive=False)
                             sp = gallery(label="Spatial maps, by stage", columns=2)
-                            ch = gr.Image(label="Channel weights (selected block)", show_label=False, type="pil",
+                            ch = gr.Image(label="Channel weights (selected block)", show_label=False, type="filepath",
                                           format="png", interactive=False, elem_classes="attnviz-chart")
-                            ov = gr.Image(label="Depth overview", show_label=False, type="pil", format="png",
+                            ov = gr.Image(label="Depth overview", show_label=False, type="filepath", format="png",
                                           interactive=False, elem_classes="attnviz-chart")
                         columns += [col, head, lab, gc, sp, ch, ov]
                 with gr.Accordion("All variants as galleries, and the summary (JSON)", open=False):
@@ -546,7 +549,7 @@ def build() -> gr.Blocks:
                     with gr.Column(scale=2):
                         m_thumbs = gallery(label="Images as the model saw them, with top-1", columns=4)
                         m_sim = gr.Image(label="Similarity of channel weights per depth", show_label=False,
-                                         type="pil", format="png", interactive=False, elem_classes="attnviz-chart",
+                                         type="filepath", format="png", interactive=False, elem_classes="attnviz-chart",
                                          elem_id="compare-images-similarity")
                         m_block = gr.Dropdown([], label="Block", interactive=True)
                         m_profile = gr.Image(label="Channel-weight profiles of the images (selected block)",

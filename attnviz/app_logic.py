@@ -8,8 +8,11 @@ depth, and the per-image channel-profile similarity of "Compare images".
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import re
+import shutil
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,26 +155,49 @@ def stage_key(b: BlockResult) -> int:
 
 @dataclass
 class InspectViews:
-    """Everything the Inspect view shows for one result, rendered with one opacity/colormap."""
+    """Everything the Inspect view shows for one result, as PNG files in one folder, rendered
+    with one opacity / colormap. The figures are :func:`attnviz.export.figures`, encoded once
+    (``figures_zip``: the zip download) and unpacked, so the app never re-encodes an image."""
 
-    figures: dict[str, Image.Image]  # attnviz.export.figures(), the files of the zip download
-    gradcam: Image.Image | None
-    spatial: list[tuple[Image.Image, str]]  # grouped by stage
-    charts: list[tuple[Image.Image, str]]  # one per channel-attention block, in depth order
-    overview: Image.Image
-    stats: Image.Image | None
+    folder: Path
+    figures: dict[str, str]  # figure file name (as in the zip) -> path
+    zip_path: str
+    gradcam: str | None
+    spatial: list[tuple[str, str]]  # (path, caption), grouped by stage
+    charts: list[tuple[str, str]]  # one per channel-attention block, in depth order
+    overview: str
+    stats: str | None
+
+    def chart(self, block: str) -> str | None:
+        return self.figures.get(f"channels_{block}.png")
 
 
-def inspect_views(result: Inspection, *, alpha: float = 0.5, colormap: str = "jet") -> InspectViews:
+def save_png(image: Image.Image, path: Path) -> str:
+    path.write_bytes(render.to_png_bytes(image))
+    return str(path)
+
+
+def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, colormap: str = "jet") -> InspectViews:
+    folder.mkdir(parents=True, exist_ok=True)
     figs = export.figures(result, colormap=colormap, alpha=alpha, view_size=VIEW_SIZE)
+    data = export.figures_zip(figs)
+    zip_path = folder / "figures.zip"
+    zip_path.write_bytes(data)
+    paths: dict[str, str] = {}
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:  # stored, not compressed: reading back is a copy
+        for name in zf.namelist():
+            (folder / name).write_bytes(zf.read(name))
+            paths[name] = str(folder / name)
     spatial_blocks = sorted(result.spatial_blocks, key=stage_key)  # stable: depth order within a stage
-    spatial = [(figs[f"spatial_{b.name}.png"],
+    spatial = [(paths[f"spatial_{b.name}.png"],
                 f"stage {b.stage} · {block_caption(b)}" if b.stage is not None else block_caption(b))
                for b in spatial_blocks]
-    charts = [(figs[f"channels_{b.name}.png"], block_caption(b)) for b in result.channel_blocks]
-    overview = figs.get("depth_overview.png") or render.depth_overview([])
-    return InspectViews(figures=figs, gradcam=figs.get("gradcam.png"), spatial=spatial, charts=charts,
-                        overview=overview, stats=depth_stats_chart(result))
+    charts = [(paths[f"channels_{b.name}.png"], block_caption(b)) for b in result.channel_blocks]
+    overview = paths.get("depth_overview.png") or save_png(render.depth_overview([]), folder / "depth_overview.png")
+    stats_im = depth_stats_chart(result)
+    stats = None if stats_im is None else save_png(stats_im, folder / "depth_stats.png")
+    return InspectViews(folder=folder, figures=paths, zip_path=str(zip_path), gradcam=paths.get("gradcam.png"),
+                        spatial=spatial, charts=charts, overview=overview, stats=stats)
 
 
 def depth_stats_chart(result: Inspection) -> Image.Image | None:
@@ -188,7 +214,7 @@ def depth_stats_chart(result: Inspection) -> Image.Image | None:
                                     labels=[b.name for b in blocks], size=(640, 300))
 
 
-def summary(result: Inspection, views: InspectViews | None = None) -> dict[str, Any]:
+def summary(result: Inspection) -> dict[str, Any]:
     """``Inspection.summary()`` plus what an API client needs to read the returned images."""
     s = result.summary()
     v = variants().get(result.variant)
@@ -215,12 +241,13 @@ def label_dict(result: Inspection) -> dict[str, float]:
 # downloads
 
 
-def write_downloads(result: Inspection, folder: Path, stem: str, figures: Mapping[str, Image.Image]) -> list[str]:
+def write_downloads(result: Inspection, views: InspectViews, stem: str) -> list[str]:
     """The CLI's files for one inspection: figures zip, JSON summary, NPZ of raw arrays."""
-    folder.mkdir(parents=True, exist_ok=True)
     base = f"{safe_stem(stem)}_{result.variant}"
+    folder = views.folder / "downloads"
+    folder.mkdir(exist_ok=True)
     paths = [folder / f"{base}_figures.zip", folder / f"{base}.json", folder / f"{base}.npz"]
-    paths[0].write_bytes(export.figures_zip(dict(figures)))
+    shutil.copyfile(views.zip_path, paths[0])
     paths[1].write_text(export.summary_json(result))
     paths[2].write_bytes(export.npz_bytes(result))
     return [str(p) for p in paths]
@@ -420,6 +447,7 @@ def profile_chart(matrix: np.ndarray, names: Sequence[str], block: str, kind: st
                                     labels=[str(s) for s in starts], size=(720, 300))
 
 
-def thumbnail(result: Inspection, name: str) -> tuple[Image.Image, str]:
+def thumbnail(result: Inspection, name: str, folder: Path, index: int) -> tuple[str, str]:
     p = result.predictions[0]
-    return result.view(224), f"{name}: {p.label} ({100 * p.probability:.1f}%)"
+    path = save_png(result.view(224), folder / f"image{index}.png")
+    return path, f"{name}: {p.label} ({100 * p.probability:.1f}%)"
