@@ -48,7 +48,10 @@ MODEL = {"concurrency_id": "model", "concurrency_limit": 1}  # every event that 
 #: ``--weights NAME=FILE``: local checkpoints used instead of downloading.
 WEIGHT_FILES: dict[str, str] = {}
 
-DEFAULT_VARIANT = default_variant_name()
+try:
+    DEFAULT_VARIANT = default_variant_name()
+except WeightsError:  # no built-in checkpoint and no cached ImageNet weights: one downloads on demand
+    DEFAULT_VARIANT = next(iter(all_variants()))
 EXAMPLE_VARIANT = L.builtin_default()
 EXAMPLES = L.example_images(ASSETS)
 COMPARE_DEFAULT = (L.builtin_names() or [DEFAULT_VARIANT])[: L.MAX_COMPARE_VARIANTS]
@@ -320,8 +323,12 @@ def fill_columns(state, slot, opacity, colormap):
         else:
             selected = "none (no attention block in this stage)" if r.blocks else "none (no attention blocks: baseline)"
         head = f"### {name}\n{r.weights} · {r.device}  \nselected block: {selected}"
+        # the spatial maps of the selected block's stage (all of a ResNet-50's would be 16 per column)
+        stage = None if b is None else b.stage
+        spatial = [item for item, blk in zip(views.spatial, sorted(r.spatial_blocks, key=L.stage_key))
+                   if stage is not None and blk.stage == stage]
         out += [gr.update(visible=True), head, L.label_dict(r), views.gradcam,
-                gr.update(value=views.spatial, visible=bool(views.spatial)),
+                gr.update(value=spatial, visible=bool(spatial), label=f"Spatial maps of stage {stage}"),
                 gr.update(value=chart, visible=chart is not None),
                 gr.update(value=views.overview, visible=bool(r.channel_blocks))]
     return tuple(out)
@@ -469,7 +476,7 @@ def build() -> gr.Blocks:
                             [[str(p), EXAMPLE_VARIANT] for p in EXAMPLES], [in_image, in_variant], main_outputs,
                             fn=inspect_example, cache_examples=True, cache_mode="lazy",
                             visible_columns=[0], examples_per_page=12,
-                            label=f"Examples (run on {EXAMPLE_VARIANT})",
+                            label=f"Examples (run on {EXAMPLE_VARIANT})", elem_id="inspect-examples",
                         )
                         ex.cache_event.then(clear_state, None, inspect_state, api_visibility="private", queue=False
                                             ).then(after_inspect, [out_summary, out_charts, block_dd],

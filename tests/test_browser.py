@@ -67,6 +67,23 @@ def _assert_not_blank(page, locator, what: str) -> np.ndarray:
     return px
 
 
+def test_cached_example_in_browser(app_server, browser):
+    """Clicking an example (assets/, run on the built-in model, cached lazily) fills the outputs."""
+    assets = ROOT / "assets"
+    if not any(p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"} for p in assets.glob("*")):
+        pytest.skip("no example images in assets/")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(app_server.url, timeout=TIMEOUT_MS)
+        page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#inspect-examples .gallery-item").first.click()
+        _assert_not_blank(page, page.locator("#inspect-chart img"), "channel chart of the example")
+        _assert_not_blank(page, page.locator("#inspect-gradcam img"), "Grad-CAM of the example")
+        assert "ran on" in page.locator("#inspect-weights").inner_text()
+    finally:
+        page.close()
+
+
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_inspect_in_browser(app_server, browser, shapes_image, expected, theme):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
