@@ -25,12 +25,12 @@ from typing import Any
 import gradio as gr
 
 from attnviz import app_logic as L
+from attnviz import render
 from attnviz.cli import unique_stems
 from attnviz.inspection import Inspection, inspect, inspect_batch
 from attnviz.models import LoadedModel, WeightsError, default_variant_name, load_model
 from attnviz.models import variants as all_variants
 from attnviz.preprocess import ImageLoadError, load_image
-from attnviz import render
 from attnviz.render import COLORMAPS
 
 try:  # Hugging Face ZeroGPU: functions that use the GPU are decorated; a no-op elsewhere
@@ -163,6 +163,14 @@ def _check_style(opacity: float | None, colormap: str | None) -> tuple[float, st
     if cmap not in COLORMAPS:
         raise gr.Error(f"unknown colormap {cmap!r}; choose one of {', '.join(COLORMAPS)}")
     return alpha, cmap
+
+
+def variant_info(name: str | None) -> str:
+    """Source, licence, reported top-1 and availability of a variant (and its --weights file)."""
+    text = L.variant_markdown(name)
+    if name in WEIGHT_FILES:
+        text += f"  \nThis app uses the local file `{Path(WEIGHT_FILES[name]).name}` for it (`--weights`)."
+    return text
 
 
 def _weights_in_use(s: dict[str, Any]) -> str:
@@ -418,7 +426,7 @@ def build() -> gr.Blocks:
                         in_image = image_input(label="Image", height=300, elem_id="inspect-image")
                         in_variant = gr.Dropdown(variant_choices, value=DEFAULT_VARIANT, label="Model variant",
                                                  elem_id="inspect-variant")
-                        variant_info = gr.Markdown(L.variant_markdown(DEFAULT_VARIANT), elem_classes="attnviz-note")
+                        variant_md = gr.Markdown(variant_info(DEFAULT_VARIANT), elem_classes="attnviz-note")
                         run_btn = gr.Button("Inspect", variant="primary", elem_id="inspect-run")
                         with gr.Row():
                             in_alpha = gr.Slider(0.0, 1.0, value=DEFAULT_ALPHA, step=0.05, label="Overlay opacity")
@@ -468,7 +476,7 @@ def build() -> gr.Blocks:
                                    api_visibility="private", queue=False)
                 block_dd.input(select_chart, [block_dd, out_summary, out_charts], out_chart,
                                api_visibility="private", queue=False)
-                in_variant.change(L.variant_markdown, in_variant, variant_info, api_visibility="private", queue=False)
+                in_variant.change(variant_info, in_variant, variant_md, api_visibility="private", queue=False)
 
                 with examples_slot:
                     if EXAMPLES and EXAMPLE_VARIANT:
@@ -580,8 +588,8 @@ def build() -> gr.Blocks:
                             "their authors report. Built-in models ship with attnviz and work offline; "
                             "ImageNet weights download once into the usual caches (torch hub / Hugging Face).")
                 models_md = gr.Markdown(L.models_table_markdown())
-        demo.load(lambda v: (L.models_table_markdown(), L.variant_markdown(v)), in_variant,
-                  [models_md, variant_info], api_visibility="private", queue=False)
+        demo.load(lambda v: (L.models_table_markdown(), variant_info(v)), in_variant,
+                  [models_md, variant_md], api_visibility="private", queue=False)
     return demo
 
 
