@@ -388,7 +388,9 @@ def select_profile(block, summary, profiles):
 
 
 def example_set():
-    return [str(p) for p in EXAMPLES[: L.MAX_COMPARE_IMAGES]] or None
+    """Example images for Compare images: the synthetic ones (the built-in models' classes) first."""
+    ordered = sorted(EXAMPLES, key=lambda p: not p.name.startswith("synthetic"))
+    return [str(p) for p in ordered[: L.MAX_COMPARE_IMAGES]] or None
 
 
 # ----------------------------------------------------------------------------------------------

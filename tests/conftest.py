@@ -89,6 +89,7 @@ def app_server(tmp_path_factory) -> RunningApp:
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
         "GRADIO_EXAMPLES_CACHE": str(tmp / "examples_cache"),
+        "GRADIO_TEMP_DIR": str(tmp / "gradio_tmp"),  # uploads and outputs stay in the test's folder
         "TORCH_HOME": str(tmp / "torch_home"),  # empty caches: no ImageNet weights on "this machine"
         "HF_HOME": str(tmp / "hf_home"),
         "HF_HUB_OFFLINE": "1",

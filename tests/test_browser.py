@@ -45,9 +45,16 @@ def shapes_image(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def expected(app_server, shapes_image) -> dict:
     """What the app's API says for the same image (default variant)."""
+    import tempfile
+
     from gradio_client import Client, handle_file
 
-    return Client(app_server.url, verbose=False).predict(handle_file(str(shapes_image)), api_name="/inspect")[0]
+    saved, tempfile.tempdir = tempfile.tempdir, str(shapes_image.parent)  # gradio_client's download folders
+    try:
+        client = Client(app_server.url, verbose=False, download_files=str(shapes_image.parent / "downloads"))
+        return client.predict(handle_file(str(shapes_image)), api_name="/inspect")[0]
+    finally:
+        tempfile.tempdir = saved
 
 
 def _pixels(page, locator) -> np.ndarray:
