@@ -86,7 +86,7 @@ def variant_markdown(name: str | None) -> str:
         v = variants()[name]
     except KeyError:
         return f"Unknown variant `{name}`."
-    where = "✅ weights on this machine" if is_local(v) else (
+    where = "✓ weights on this machine" if is_local(v) else (
         "⬇ weights not on this machine: they download on first use"
         + (f" (or: {v.weights.manual})" if v.weights.manual else ""))
     return (f"**{v.name}** — {v.description}  \n"
@@ -377,7 +377,7 @@ def agreement_markdown(results: Mapping[str, Inspection]) -> str:
     labels = {p.label for p in top1.values()}
     rows = ", ".join(f"`{n}`: {p.label} ({100 * p.probability:.1f}%)" for n, p in top1.items())
     if len(labels) == 1:
-        return f"✅ **All {len(top1)} variants agree** on the top-1 prediction: **{next(iter(labels))}**.  \n{rows}"
+        return f"✓ **All {len(top1)} variants agree** on the top-1 prediction: **{next(iter(labels))}**.  \n{rows}"
     return f"⚠️ **The variants disagree** ({len(labels)} different top-1 predictions).  \n{rows}"
 
 
