@@ -43,7 +43,8 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 ROOT = Path(__file__).resolve().parent
 ASSETS = Path(os.environ.get("ATTNVIZ_ASSETS", ROOT / "assets"))  # example images
-MAX_FILE_SIZE = "25mb"
+MAX_FILE_SIZE = "200mb"  # a ResNet-50 checkpoint upload is ~100 MB; images are bounded by pixel count
+WEIGHT_TYPES = [".safetensors", ".pth", ".pt", ".tar", ".zip", ".bin"]
 MODEL = {"concurrency_id": "model", "concurrency_limit": 1}  # every event that runs a model
 #: ``--weights NAME=FILE``: local checkpoints used instead of downloading.
 WEIGHT_FILES: dict[str, str] = {}
@@ -120,13 +121,19 @@ def _image_path(image: Any) -> str:
     return str(image)
 
 
-def _load(name: str | None, progress: gr.Progress | None = None) -> LoadedModel:
-    """The variant's model, loaded once per process (and device) by the library."""
+def _load(name: str | None, progress: gr.Progress | None = None, weights: str | None = None) -> LoadedModel:
+    """The variant's model, loaded once per process (and device) by the library; ``weights`` is
+    an uploaded checkpoint of that architecture (safetensors or a weights-only torch file)."""
     if not name:
         raise gr.Error("Choose a model variant.")
     reg = all_variants()
     if name not in reg:
         raise gr.Error(f"Unknown variant {name!r}; available: {', '.join(reg)}.")
+    if weights:
+        try:
+            return load_model(name, weights=weights, progress=False)
+        except (WeightsError, OSError) as exc:
+            raise gr.Error(f"{Path(weights).name}: cannot be used as {name} weights: {exc}", duration=None) from None
     if progress is not None and name not in WEIGHT_FILES and not L.is_local(reg[name]):
         progress(0.05, desc=f"Downloading the weights of {name} (first use only)…")
     try:
@@ -203,11 +210,12 @@ def _inspect_outputs(result: Inspection, stem: str, alpha: float, cmap: str) -> 
 
 
 def inspect_image(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
-                  progress=gr.Progress(track_tqdm=True)):
-    """Inspect one image with one variant: top-5, every gate, Grad-CAM, downloads."""
+                  weights=None, progress=gr.Progress(track_tqdm=True)):
+    """Inspect one image with one variant (optionally with an uploaded checkpoint of that
+    variant's architecture): top-5, every gate, Grad-CAM, downloads."""
     path = _image_path(image)
     alpha, cmap = _check_style(opacity, colormap)
-    loaded = _load(variant, progress)
+    loaded = _load(variant, progress, weights=weights)
     progress(0.7, desc=f"Running {loaded.name}…")
     result = _inspect_one(path, loaded)
     stem = Path(path).name
@@ -216,16 +224,16 @@ def inspect_image(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colorma
 
 def inspect_example(image, variant=EXAMPLE_VARIANT):
     """What cached examples store (everything but the session state)."""
-    return inspect_image(image, variant, DEFAULT_ALPHA, DEFAULT_CMAP, progress=gr.Progress())[:-1]
+    return inspect_image(image, variant, DEFAULT_ALPHA, DEFAULT_CMAP, None, progress=gr.Progress())[:-1]
 
 
-def rerender_inspect(state, image, variant, opacity, colormap, progress=gr.Progress(track_tqdm=True)):
+def rerender_inspect(state, image, variant, opacity, colormap, weights=None, progress=gr.Progress(track_tqdm=True)):
     """New opacity / colormap: redraw from the kept Inspection, without running the model."""
     alpha, cmap = _check_style(opacity, colormap)
     if not state or not isinstance(state.get("result"), Inspection):
         if image is None:
             return (gr.skip(),) * 9
-        return inspect_image(image, variant, alpha, cmap, progress)  # e.g. after a cached example
+        return inspect_image(image, variant, alpha, cmap, weights, progress)  # e.g. after a cached example
     result = state["result"]
     views = L.inspect_views(result, _scratch_dir(), alpha=alpha, colormap=cmap)
     files = L.write_downloads(result, views, state["stem"])
@@ -429,6 +437,11 @@ def build() -> gr.Blocks:
                         in_variant = gr.Dropdown(variant_choices, value=DEFAULT_VARIANT, label="Model variant",
                                                  elem_id="inspect-variant")
                         variant_md = gr.Markdown(variant_info(DEFAULT_VARIANT), elem_classes="attnviz-note")
+                        with gr.Accordion("Own checkpoint (optional)", open=False):
+                            in_weights = gr.File(
+                                label="Weights for the chosen variant's architecture (.safetensors, or a "
+                                      "weights-only torch file; module. prefixes and nested state_dict are fine)",
+                                file_types=WEIGHT_TYPES, type="filepath", elem_id="inspect-weights-file")
                         run_btn = gr.Button("Inspect", variant="primary", elem_id="inspect-run")
                         with gr.Row():
                             in_alpha = gr.Slider(0.0, 1.0, value=DEFAULT_ALPHA, step=0.05, label="Overlay opacity")
@@ -467,12 +480,12 @@ def build() -> gr.Blocks:
                 main_outputs = [out_summary, out_label, out_gradcam, out_spatial, out_charts, out_overview,
                                 out_stats, out_files]
                 run_btn.click(
-                    inspect_image, [in_image, in_variant, in_alpha, in_cmap], main_outputs + [inspect_state],
+                    inspect_image, [in_image, in_variant, in_alpha, in_cmap, in_weights], main_outputs + [inspect_state],
                     api_name="inspect", api_description="Inspect one image with one variant", **MODEL,
                 ).then(after_inspect, [out_summary, out_charts, block_dd], [block_dd, out_chart, weights_md],
                        api_visibility="private", queue=False)
                 for trigger in (in_alpha.release, in_cmap.input):
-                    trigger(rerender_inspect, [inspect_state, in_image, in_variant, in_alpha, in_cmap],
+                    trigger(rerender_inspect, [inspect_state, in_image, in_variant, in_alpha, in_cmap, in_weights],
                             main_outputs + [inspect_state], api_visibility="private", **MODEL,
                             ).then(after_inspect, [out_summary, out_charts, block_dd], [block_dd, out_chart, weights_md],
                                    api_visibility="private", queue=False)

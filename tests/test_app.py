@@ -312,7 +312,7 @@ def test_upload_over_size_limit_is_refused(app_server, client, images, tmp_path)
     import httpx
 
     big = tmp_path / "big.png"
-    big.write_bytes(b"\0" * (26 * 1024 * 1024))  # launch(max_file_size="25mb")
+    big.write_bytes(b"\0" * (201 * 1024 * 1024))  # launch(max_file_size="200mb")
     with pytest.raises(ValueError, match="maximum file size"):  # the client reads the limit from the app
         client.predict(handle_file(str(big)), api_name="/inspect")
     with open(big, "rb") as fh:  # and the server refuses it too
@@ -331,3 +331,26 @@ def test_unavailable_imagenet_weights_give_a_clear_error(client, images):
     with pytest.raises(AppError) as err:
         client.predict(handle_file(str(images["shapes0"])), name, api_name="/inspect")
     assert name in str(err.value) and "--weights" in str(err.value)
+
+
+def test_inspect_with_an_uploaded_checkpoint(client, images, builtins, app_server, tmp_path):
+    """A user's own checkpoint (module. prefix, nested state_dict) of the chosen architecture."""
+    import torch
+    from safetensors.torch import load_file
+
+    name = "shapes_cbam_resnet" if "shapes_cbam_resnet" in builtins else next(iter(builtins))
+    state = load_file(str(builtins[name].weights.path))
+    mine = tmp_path / "my_finetune.pth"
+    torch.save({"state_dict": {f"module.{k}": v.float() for k, v in state.items()}}, mine)
+    img = handle_file(str(images["shapes0"]))
+    ref = client.predict(img, name, api_name="/inspect")[0]
+    own = client.predict(img, name, 0.5, "jet", handle_file(str(mine)), api_name="/inspect")[0]
+    assert own["weights"] == "local file my_finetune.pth"
+    for a, b in zip(own["predictions"], ref["predictions"]):
+        assert a["index"] == b["index"] and a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+
+    wrong = tmp_path / "plain_resnet.pth"  # no attention keys: does not fit a CBAM ResNet
+    torch.save({k: v for k, v in state.items() if ".attn." not in k}, wrong)
+    with pytest.raises(AppError, match=r"plain_resnet\.pth.*missing keys"):
+        client.predict(img, name, 0.5, "jet", handle_file(str(wrong)), api_name="/inspect")
+    check_predictions(client.predict(img, api_name="/inspect")[0])  # still serving

@@ -119,3 +119,18 @@ def test_no_warning_on_eval_model(loaded, sample):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         attnviz.inspect(sample.image, loaded)
+
+
+def test_user_checkpoints_do_not_pile_up_in_the_cache(loaded, tmp_path):
+    from attnviz.models import loading
+
+    files = []
+    for i in range(4):
+        f = tmp_path / f"ckpt{i}.pth"
+        torch.save(loaded.model.state_dict(), f)
+        files.append(f)
+        attnviz.load_model(BUILTIN, weights=f, device="cpu")
+    user = [k for k in loading._cache if k[1] is not None]
+    assert len(user) == loading.MAX_USER_WEIGHTS_LOADED
+    assert {k[1] for k in user} == {str(files[2].resolve()), str(files[3].resolve())}
+    assert attnviz.load_model(BUILTIN, device="cpu") is loaded  # the zoo's own stays

@@ -61,6 +61,10 @@ def default_variant_name() -> str:
     raise W.WeightsUnavailableError("no built-in checkpoint found and no ImageNet weights cached")
 
 
+#: Models loaded from a user's own file (uploads) kept at once; older ones are forgotten so a
+#: long-running server does not grow with every upload. The zoo's own weights stay loaded.
+MAX_USER_WEIGHTS_LOADED = 2
+
 _cache: dict[tuple, LoadedModel] = {}
 _cache_lock = threading.Lock()
 _load_locks: dict[tuple, threading.Lock] = {}
@@ -99,6 +103,10 @@ def load_model(
         loaded = _load_uncached(v, wpath, dev, download=download, progress=progress)
         with _cache_lock:
             _cache[key] = loaded
+            user_keys = [k for k in _cache if k[1] is not None]  # insertion order: oldest first
+            for old in user_keys[:-MAX_USER_WEIGHTS_LOADED]:
+                del _cache[old]
+                _load_locks.pop(old, None)
         return loaded
 
 
