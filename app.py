@@ -15,6 +15,7 @@ import argparse
 import atexit
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -621,6 +622,8 @@ def main(argv: list[str] | None = None) -> None:
         if not sep or name not in all_variants() or not Path(file).is_file():
             parser.error(f"--weights {spec!r}: expected VARIANT=FILE with a known variant and an existing file")
         WEIGHT_FILES[name] = str(Path(file).resolve())
+    # SIGTERM (Spaces, systemd, docker stop) exits normally so atexit removes the temp outputs.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo.queue(default_concurrency_limit=4)
     demo.launch(max_file_size=MAX_FILE_SIZE, theme=THEME, css=CSS, show_error=True)
 
