@@ -66,8 +66,11 @@ SYNTHETIC_ATTN_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 #: Mode defaults, filled in where the option is left unset.
-SYNTHETIC_DEFAULTS = {"epochs": 5, "steps_per_epoch": 200, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05}
+SYNTHETIC_DEFAULTS = {"epochs": 7, "steps_per_epoch": 200, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05}
 IMAGEFOLDER_DEFAULTS = {"epochs": 10, "steps_per_epoch": None, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01}
+
+#: Largest synthetic training stream kept in memory to share between variants (bytes).
+STREAM_CACHE_BYTES = 3 * 2**30
 
 TORCHVISION_ARCHS = {"resnet18": 18, "resnet34": 34, "resnet50": 50}
 
@@ -518,7 +521,22 @@ def _run_synthetic(args: argparse.Namespace, variants: list[str], device: torch.
     total_steps = epochs * steps
     dataset = synthetic.SyntheticBatches(total_steps, bs, seed=train_seed, size=size)
 
+    # Every variant trains on the same stream: when several are trained in-process, keep the
+    # generated batches (uint8, a few hundred MB per epoch) so the stream is rendered only once.
+    stream_bytes = total_steps * bs * size * size * 3
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = (
+        {} if len(variants) > 1 and workers == 0 and stream_bytes <= STREAM_CACHE_BYTES else None
+    )
+
     def batches(epoch: int, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if cache is not None:
+            def cached() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                for k in range(epoch * steps + first, (epoch + 1) * steps):
+                    if k not in cache:
+                        cache[k] = dataset[k]
+                    yield cache[k]
+
+            return cached()
         loader = DataLoader(
             dataset, batch_size=None, sampler=range(epoch * steps + first, (epoch + 1) * steps),
             num_workers=workers, prefetch_factor=4 if workers else None,

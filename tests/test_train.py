@@ -28,9 +28,9 @@ def _args(*argv: str) -> argparse.Namespace:
     return parser.parse_args(list(argv))
 
 
-def _tiny(out: Path, *extra: str) -> argparse.Namespace:
+def _tiny(out: Path, *extra: str, variants: tuple[str, ...] = ("se",)) -> argparse.Namespace:
     return _args(
-        "--variants", "se", "--out", str(out), "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "8",
+        "--variants", *variants, "--out", str(out), "--epochs", "2", "--steps-per-epoch", "2", "--batch-size", "8",
         "--val-size", "16", "--image-size", "48", "--widths", "16", "16", "16", "16", "--workers", "0",
         "--device", "cpu", "--no-progress", *extra,
     )
@@ -53,10 +53,16 @@ def test_variants_parse():
 
 
 def test_tiny_run_writes_loadable_checkpoint(tmp_path, capsys):
-    assert train.run(_tiny(tmp_path)) == 0
+    assert train.run(_tiny(tmp_path, variants=("se", "resnet"))) == 0
     name = "shapes_se_resnet"
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        f"{name}.json", f"{name}.log.jsonl", f"{name}.safetensors"]  # the resume state is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(  # the resume states are gone
+        f"{n}{ext}" for n in (name, "shapes_resnet") for ext in (".json", ".log.jsonl", ".safetensors"))
+    plain, plain_model = _load(tmp_path, "shapes_resnet")
+    assert plain["block"] == "none" and plain["arch"]["attn"] is None and plain["arch"]["attn_kwargs"] == {}
+    assert not any(train.is_attention_key(k) for k in plain_model.state_dict())
+    assert plain["training"]["command"] == (
+        "python -m attnviz train --variants se resnet --out " + str(tmp_path) + " --epochs 2 --steps-per-epoch 2"
+        " --batch-size 8 --lr 0.003 --weight-decay 0.05 --image-size 48 --widths 16 16 16 16 --seed 0 --device cpu")
     sidecar, model = _load(tmp_path, name)
     assert set(sidecar) == SIDECAR_KEYS
     assert sidecar["format"] == "attnviz-checkpoint/1" and sidecar["name"] == name and sidecar["block"] == "se"
@@ -69,7 +75,7 @@ def test_tiny_run_writes_loadable_checkpoint(tmp_path, capsys):
                                   "image_size": 48, "train_seed": 0, "val_seed": 1000}
     t = sidecar["training"]
     assert set(t) == TRAINING_KEYS
-    assert t["command"].startswith("python -m attnviz train --variants se")
+    assert t["command"] == plain["training"]["command"]
     assert (t["epochs"], t["steps"], t["batch_size"], t["device"], t["torch"]) == (2, 4, 8, "cpu", torch.__version__)
     assert set(sidecar["metrics"]) == {"val_accuracy", "val_size", "train_loss"}
     assert sidecar["metrics"]["val_size"] == 16 and 0 <= sidecar["metrics"]["val_accuracy"] <= 1
