@@ -444,6 +444,7 @@ def _save_checkpoint(out: Path, name: str, model: nn.Module, sidecar: dict[str, 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = out / f"{name}.safetensors"
     save_file(state, str(path), metadata={"format": FORMAT, "name": name})
+    os.chmod(path, 0o644)  # safetensors writes 0600; checkpoints are meant to be shared
     (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return path
 
