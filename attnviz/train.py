@@ -19,6 +19,12 @@ Training is resumable: after every epoch ``<out>/<name>.resume.pt`` holds model,
 scheduler and epoch; ``--resume`` continues from it (it is deleted when the run finishes).
 The synthetic training stream is indexed by step, so a resumed run sees exactly the batches an
 uninterrupted one would.
+
+On CPU the defaults are tuned for small machines: channels-last tensors, bfloat16 autocast where
+the CPU has native bf16, the stream rendered once and shared by all variants, and the thread
+count re-measured every 150 steps (all cores, or one when other jobs keep the cores busy and
+OpenMP's spin-waiting would make several threads slower than one). The default command trains
+all five built-in models in about 15–20 minutes on 2 cores.
 """
 from __future__ import annotations
 
@@ -314,7 +320,7 @@ class _Run:
 
     def load_resume(self) -> int:
         """Load the resume state; returns the number of epochs already done."""
-        state = torch.load(self.resume_path, map_location=self.device, weights_only=False)
+        state = torch.load(self.resume_path, map_location=self.device, weights_only=True)
         if state.get("config") != self.config:
             raise SystemExit(
                 f"error: {self.resume_path} was written with different settings "
@@ -707,7 +713,10 @@ def _run_imagefolder(
     command = _command(args, variants, hp)
     backbone = pretrained_state_dict(args.arch, args.backbone_weights)
     prefix = args.name_prefix or root.resolve().name
-    prepare = _normalizer((0.0, 0.0, 0.0), (1 / 255, 1 / 255, 1 / 255), device, True)  # already normalised
+
+    def prepare(xb: torch.Tensor) -> torch.Tensor:  # the transforms already normalised it
+        return xb.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+
     val_loader = DataLoader(val_set, batch_size=bs, shuffle=False, num_workers=workers)
 
     def batches(epoch: int, first: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

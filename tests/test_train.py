@@ -105,7 +105,7 @@ def test_resume_continues_at_next_epoch(tmp_path, monkeypatch, capsys):
     with pytest.raises(KeyboardInterrupt):
         train.run(_tiny(out))
     monkeypatch.setattr(train._Run, "save_resume", real_save)
-    state = torch.load(out / "shapes_se_resnet.resume.pt", weights_only=False)
+    state = torch.load(out / "shapes_se_resnet.resume.pt", weights_only=True)
     assert state["epoch"] == 1 and {"model", "optimizer", "scheduler"} <= set(state)
     assert not (out / "shapes_se_resnet.safetensors").exists()
     capsys.readouterr()
