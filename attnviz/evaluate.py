@@ -27,11 +27,14 @@ from .models import LoadedModel, load_model, variants
 from .synthetic import generate
 
 TEST_SEED = 2000  # train uses 0 and validation 1000 (see the checkpoints' sidecars)
+#: The pointing game's tolerance (Zhang et al., 2016): 15 px on 224-px inputs, scaled to the input.
+TOLERANCE_AT_224 = 15.0
 
 
 @dataclass
 class SourceScores:
-    pointing: float
+    pointing: float  # with the tolerance (Zhang et al.: 15 px at 224 px)
+    pointing_exact: float  # the peak pixel itself on the mask
     deletion: float | None = None
     insertion: float | None = None
 
@@ -42,6 +45,18 @@ class VariantReport:
     accuracy: float
     n: int
     sources: dict[str, SourceScores] = field(default_factory=dict)
+    tolerance: float = 0.0
+    map_sizes: dict[str, str] = field(default_factory=dict)
+
+
+def dilate(masks: torch.Tensor, radius: float) -> torch.Tensor:
+    """Masks [N, H, W] grown by a disk of ``radius`` pixels (the pointing game's tolerance)."""
+    r = int(np.floor(radius))
+    if r <= 0:
+        return masks
+    t = torch.arange(-r, r + 1, dtype=torch.float32)
+    disk = ((t[:, None] ** 2 + t[None, :] ** 2) <= radius**2).float()[None, None]
+    return F.conv2d(masks[:, None].float(), disk, padding=r)[:, 0] > 0
 
 
 def _peak_hits(maps: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
@@ -95,9 +110,10 @@ def deletion_insertion(
 
 def evaluate_variant(
     loaded: LoadedModel, n: int = 500, *, seed: int = TEST_SEED, n_auc: int = 200, steps: int = 16,
-    batch: int = 50,
+    batch: int = 50, tolerance: float | None = None,
 ) -> VariantReport:
     size = loaded.preprocess.input_size
+    tolerance = TOLERANCE_AT_224 * size / 224 if tolerance is None else tolerance
     samples = [generate(i, seed=seed, size=size) for i in range(n)]
     masks = torch.from_numpy(np.stack([s.mask for s in samples]))
     labels = torch.tensor([s.label for s in samples])
@@ -121,9 +137,12 @@ def evaluate_variant(
     sources["baseline: center"] = center.expand(n, hh, ww)
     sources["baseline: uniform random"] = torch.rand(n, hh, ww, generator=rng)
     x = torch.cat(tensors)[:n_auc]
+    grown = dilate(masks, tolerance)
+    report.map_sizes = {k: "×".join(map(str, v.shape[1:])) for k, v in sources.items() if not k.startswith("baseline")}
+    report.tolerance = tolerance
     for name, maps in sources.items():
-        hits = _peak_hits(maps, masks)
-        scores = SourceScores(pointing=float(hits.mean()))
+        scores = SourceScores(pointing=float(_peak_hits(maps, grown).mean()),
+                              pointing_exact=float(_peak_hits(maps, masks).mean()))
         if n_auc > 0:
             scores.deletion, scores.insertion = deletion_insertion(
                 loaded, x, maps[:n_auc], pred_t[:n_auc], steps=steps)
@@ -136,18 +155,21 @@ def markdown(reports: Sequence[VariantReport], command: str) -> str:
         "# Evaluation of the built-in models",
         "",
         f"Held-out synthetic images (seed {TEST_SEED}, never used in training). Command: `{command}`.",
-        "Pointing game: share of images whose map maximum lies on the target's mask (higher is better).",
+        "Pointing game: share of images whose map maximum (after bilinear upsampling to the image) lies on",
+        "the target's mask, within the standard tolerance of Zhang et al. (15 px at 224 px, scaled to the",
+        "input: ±6.4 px on the built-ins' 96-px images), and exactly on it (higher is better).",
         "Deletion / insertion AUC: mean probability of the predicted class while pixels are blurred away",
         "(deletion, lower is better) or revealed (insertion, higher is better) in the map's order.",
         "",
-        "| variant | accuracy | map source | pointing game | deletion AUC ↓ | insertion AUC ↑ |",
-        "|---|---|---|---|---|---|",
+        "| variant | accuracy | map source | map size | pointing game | pointing (exact) | deletion AUC ↓ | insertion AUC ↑ |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         for i, (name, s) in enumerate(r.sources.items()):
             acc = f"{100 * r.accuracy:.1f} % (n={r.n})" if i == 0 else ""
             fmt = (lambda v: "" if v is None else f"{v:.3f}")
-            lines.append(f"| {r.variant if i == 0 else ''} | {acc} | {name} | {100 * s.pointing:.1f} % | "
+            lines.append(f"| {r.variant if i == 0 else ''} | {acc} | {name} | {r.map_sizes.get(name, '')} | "
+                         f"{100 * s.pointing:.1f} % | {100 * s.pointing_exact:.1f} % | "
                          f"{fmt(s.deletion)} | {fmt(s.insertion)} |")
     return "\n".join(lines) + "\n"
 
@@ -159,6 +181,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-auc", type=int, default=200, help="images for deletion/insertion (0: skip)")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
     parser.add_argument("--seed", type=int, default=TEST_SEED)
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="pointing-game tolerance in pixels (default: 15 px at 224 px, scaled to the input)")
     parser.add_argument("--device", default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the table here (e.g. docs/EVALUATION.md)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
@@ -172,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_model(name, device=args.device)
         if loaded.variant.classes is None:
             raise SystemExit(f"attnviz: error: {name} is not a synthetic-shapes model; evaluate needs a built-in")
-        reports.append(evaluate_variant(loaded, args.n, seed=args.seed, n_auc=args.n_auc, steps=args.steps))
+        reports.append(evaluate_variant(loaded, args.n, seed=args.seed, n_auc=args.n_auc, steps=args.steps,
+                                        tolerance=args.tolerance))
         print(f"{name}: accuracy {100 * reports[-1].accuracy:.1f} % ({time.perf_counter() - t0:.0f} s)", flush=True)
     command = "python -m attnviz evaluate " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
