@@ -169,9 +169,7 @@ def channel_stats(w: np.ndarray, top_k: int = 5) -> ChannelStats:
         entropy = float(-(nz * np.log(nz)).sum() / np.log(w.size))
     else:
         entropy = 1.0 if w.size == 1 else 0.0
-    k = min(top_k, w.size)
-    top = np.argpartition(-w, k - 1)[:k]
-    top = top[np.argsort(-w[top], kind="stable")]
+    top = np.argsort(-w, kind="stable")[:top_k]  # ties: lower channel index first
     return ChannelStats(
         mean=float(w.mean()), std=float(w.std()), min=float(w.min()), max=float(w.max()),
         entropy=entropy, top_channels=tuple((int(i), float(w[i])) for i in top),

@@ -22,7 +22,6 @@ class RunningApp:
     startup_s: float
     log: Path
     pid: int
-    tmp: Path  # TMPDIR of the server: its scratch outputs live here
 
     def builtin_variants(self) -> dict:
         """The built-in variants the app sees (name -> Variant), as ``attnviz.variants()`` lists them."""
@@ -96,9 +95,7 @@ def app_server(tmp_path_factory) -> RunningApp:
         "HF_HOME": str(tmp / "hf_home"),
         "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
-        "TMPDIR": str(tmp / "server_tmp"),
     }
-    (tmp / "server_tmp").mkdir()
     env.pop("HF_HUB_CACHE", None)
     log = tmp / "app.log"
     t0 = time.perf_counter()
@@ -120,8 +117,7 @@ def app_server(tmp_path_factory) -> RunningApp:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"app.py did not answer within 90 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.25)
-        yield RunningApp(url=url, checkpoints=ckpt, startup_s=time.perf_counter() - t0, log=log, pid=proc.pid,
-                         tmp=tmp / "server_tmp")
+        yield RunningApp(url=url, checkpoints=ckpt, startup_s=time.perf_counter() - t0, log=log, pid=proc.pid)
     finally:
         proc.terminate()
         try:
