@@ -125,3 +125,19 @@ def app_server(tmp_path_factory) -> RunningApp:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def client(app_server, tmp_path_factory):
+    """A gradio_client for the running app; its downloads (and the empty folder gradio_client
+    leaves in the temp dir per file) stay in the test's own folder."""
+    import tempfile
+
+    from gradio_client import Client
+
+    tmp = tmp_path_factory.mktemp("client")
+    saved, tempfile.tempdir = tempfile.tempdir, str(tmp)
+    try:
+        yield Client(app_server.url, verbose=False, download_files=str(tmp / "downloads"))
+    finally:
+        tempfile.tempdir = saved

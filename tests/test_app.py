@@ -7,7 +7,6 @@ import json
 import struct
 import zipfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 from PIL import Image
 
 gradio_client = pytest.importorskip("gradio_client")
-from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,19 +23,6 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".ti
 
 # ----------------------------------------------------------------------------------------------
 # fixtures
-
-
-@pytest.fixture(scope="module")
-def client(app_server, tmp_path_factory) -> Iterator[Client]:
-    # gradio_client leaves a folder per downloaded file in the temp dir: keep them in ours.
-    import tempfile
-
-    tmp = tmp_path_factory.mktemp("client")
-    saved, tempfile.tempdir = tempfile.tempdir, str(tmp)
-    try:
-        yield Client(app_server.url, verbose=False, download_files=str(tmp / "downloads"))
-    finally:
-        tempfile.tempdir = saved
 
 
 @pytest.fixture(scope="module")

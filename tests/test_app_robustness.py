@@ -27,18 +27,6 @@ def corpus(tmp_path_factory):
     return make_corpus(tmp_path_factory.mktemp("corpus"))
 
 
-@pytest.fixture(scope="module")
-def client(app_server, tmp_path_factory):
-    import tempfile
-
-    tmp = tmp_path_factory.mktemp("client")
-    saved, tempfile.tempdir = tempfile.tempdir, str(tmp)
-    try:
-        yield Client(app_server.url, verbose=False, download_files=str(tmp / "dl"))
-    finally:
-        tempfile.tempdir = saved
-
-
 def test_every_corpus_file_through_the_app(client, corpus):
     for name, (path, expected) in corpus.items():
         if not path.is_file():
