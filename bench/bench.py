@@ -66,6 +66,9 @@ RESNET50S = ("resnet50", "se_resnet50", "eca_resnet50", "cbam_resnet50", "bam_re
 SEED = 0
 MARKER = "<!-- bench.py rewrites everything above this line; notes below it are kept -->"
 ECHO_APP = ROOT / "bench" / "echo_app.py"
+#: How app round trips are timed: gradio_client's default (download every output file) and
+#: with download_files=False (the response only: file URLs).
+APP_MODES = ("outputs downloaded", "file URLs only")
 APP = ROOT / "app.py"
 
 # Targets: (key, description, limit)
@@ -119,6 +122,8 @@ class Results:
     def __init__(self) -> None:
         self.series: dict[tuple[str, str], Series] = {}
         self.order: list[tuple[str, str]] = []
+        # section -> (% of all CPUs used by other processes, % used by the bench and its servers)
+        self.contention: dict[str, tuple[float, float]] = {}
 
     def add(self, row: str, variant: str, seconds: float) -> None:
         key = (row, variant)
@@ -146,12 +151,34 @@ class Results:
 Task = tuple[str, str, Callable[[], object]]  # (row, variant, fn)
 
 
+def cpu_snapshot(pids: list[int]) -> tuple[int, int, int]:
+    """(busy, total) jiffies of the whole machine and the jiffies used by ``pids``."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    total = sum(fields[:8])
+    own = 0
+    for pid in pids:
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            own += int(stat[11]) + int(stat[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total - idle, total, own
+
+
 def run_round_robin(tasks: list[Task], *, repeats: int, warmup: int, timer: Timer,
-                    results: Results, label: str) -> None:
-    """Run every task once per repeat, in an order rotated each repeat; record after warm-up."""
+                    results: Results, label: str, pids: list[int] | None = None) -> None:
+    """Run every task once per repeat, in an order rotated each repeat; record after warm-up.
+
+    Also records how much of the machine's CPU other processes used meanwhile (``pids``:
+    this process and its servers)."""
     n = len(tasks)
+    pids = [os.getpid(), *(pids or [])]
     t_start = time.perf_counter()
+    snap = None
     for r in range(warmup + repeats):
+        if r == warmup:
+            snap = cpu_snapshot(pids)
         shift = (r * n // (warmup + repeats)) % n if n else 0
         for row, variant, fn in tasks[shift:] + tasks[:shift]:
             dt = timer(fn)
@@ -163,6 +190,10 @@ def run_round_robin(tasks: list[Task], *, repeats: int, warmup: int, timer: Time
         print(f"  [{label}] {phase} {k}/{warmup if r < warmup else repeats} done "
               f"({time.perf_counter() - t_start:.0f} s, load {os.getloadavg()[0]:.2f})",
               file=sys.stderr, flush=True)
+    if snap is not None:
+        busy, total, own = (b - a for a, b in zip(snap, cpu_snapshot(pids)))
+        if total > 0:
+            results.contention[label] = (100.0 * max(0, busy - own) / total, 100.0 * own / total)
 
 
 class LoadSampler(threading.Thread):
@@ -531,9 +562,11 @@ def _choices(schema) -> list[str]:
 
 
 def _is_image_param(p: dict) -> bool:
+    """An image input: an Image component, or a file input named like one (not e.g. a
+    checkpoint upload, which keeps its default)."""
     comp = str(p.get("component", "")).lower()
-    ptype = str(p.get("python_type", {}).get("type", "")).lower()
-    return comp in ("image", "file", "imageeditor") or "filepath" in ptype
+    name = str(p.get("parameter_name", "")).lower()
+    return comp in ("image", "imageeditor") or (comp == "file" and "image" in name)
 
 
 def _is_multi_param(p: dict) -> bool:
@@ -544,9 +577,10 @@ def _is_multi_param(p: dict) -> bool:
 
 
 def _is_variant_param(p: dict) -> bool:
+    """A choice of model variant(s): a dropdown / checkbox group / radio named variant(s) or model(s)."""
     name = str(p.get("parameter_name", "")).lower()
-    label = str(p.get("label", "")).lower()
-    return any(k in name or k in label for k in ("variant", "model"))
+    comp = str(p.get("component", "")).lower()
+    return comp in ("dropdown", "checkboxgroup", "radio") and any(k in name for k in ("variant", "model"))
 
 
 def fill_params(params: list[dict], image: Path, *, variant: str | None = None,
@@ -568,6 +602,18 @@ def fill_params(params: list[dict], image: Path, *, variant: str | None = None,
         else:
             unknown.append(name)
     return kwargs, unknown
+
+
+def _count_files(output) -> int:
+    """Output files in an endpoint's response (what gradio_client downloads, one request each)."""
+    if isinstance(output, dict):
+        own = 1 if ("url" in output or "path" in output) and not isinstance(output.get("url", ""), dict) else 0
+        return own + sum(_count_files(v) for v in output.values() if isinstance(v, (dict, list, tuple)))
+    if isinstance(output, (list, tuple)):
+        return sum(_count_files(v) for v in output)
+    if isinstance(output, str) and output.startswith(("http://", "https://")) and "/file=" in output:
+        return 1
+    return 0
 
 
 def _gradcam_default(params: list[dict]) -> tuple[bool, str]:
@@ -616,8 +662,14 @@ def app_section(args, image: Path, device: torch.device, imagenet: dict[str, att
         echo.wait_ready(120)
         app.wait_ready(600)
         dl = tmp / "downloads"
-        mk = lambda s: Client(s.url, verbose=False, download_files=str(dl), analytics_enabled=False)  # noqa: E731
-        c_echo, c_app = mk(echo), mk(app)
+        def mk(server: Server, download: bool) -> Client:
+            return Client(server.url, verbose=False, download_files=str(dl) if download else False,
+                          analytics_enabled=False)
+
+        # Two clients per app: gradio_client's default (every output file downloaded, one
+        # request per file) and file URLs only (the server's work and one response).
+        clients = {mode: (mk(echo, mode == APP_MODES[0]), mk(app, mode == APP_MODES[0])) for mode in APP_MODES}
+        c_app = clients[APP_MODES[1]][1]
         api = c_app.view_api(print_info=False, return_format="dict") or {}
         endpoints = api.get("named_endpoints", {})
         report["app_endpoints"] = {k: [p["parameter_name"] for p in v.get("parameters", [])]
@@ -648,7 +700,8 @@ def app_section(args, image: Path, device: torch.device, imagenet: dict[str, att
         def probe(v: str) -> bool:
             if v not in runnable:
                 try:
-                    call(c_app, "/inspect", inspect_kwargs(v), timeout=300)
+                    out = call(c_app, "/inspect", inspect_kwargs(v), timeout=300)
+                    report.setdefault("app_files", {})[v] = _count_files(out)
                     runnable[v] = None
                 except Exception as e:  # noqa: BLE001
                     runnable[v] = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
@@ -668,20 +721,26 @@ def app_section(args, image: Path, device: torch.device, imagenet: dict[str, att
                          f"run it here ({runnable[imagenet_name]}); the app is compared on the built-in "
                          f"model {builtin!r} instead")
 
+        def inspect_task(v: str, mode: str) -> Task:
+            client, kw = clients[mode][1], inspect_kwargs(v)
+            return (f"app /inspect round trip [{mode}]", v, lambda: call(client, "/inspect", kw))
+
         tasks: list[Task] = [
-            ("echo app round trip", "-", lambda: call(c_echo, "/echo", {"image": handle_file(str(image))})),
-            ("app /inspect round trip", builtin, lambda kw=inspect_kwargs(builtin): call(c_app, "/inspect", kw)),
             ("library inspect + figures (as app)", builtin,
              lambda: export.figures(attnviz.inspect(image, loaded_builtin, gradcam=app_gradcam))),
         ]
+        for mode in APP_MODES:
+            c_echo_m = clients[mode][0]
+            tasks += [
+                (f"echo app round trip [{mode}]", "-",
+                 lambda c=c_echo_m: call(c, "/echo", {"image": handle_file(str(image))})),
+                inspect_task(builtin, mode),
+            ]
         if imagenet_ok:
             lm = imagenet[imagenet_name]
-            tasks += [
-                ("app /inspect round trip", imagenet_name,
-                 lambda kw=inspect_kwargs(imagenet_name): call(c_app, "/inspect", kw)),
-                ("library inspect + figures (as app)", imagenet_name,
-                 lambda: export.figures(attnviz.inspect(image, lm, gradcam=app_gradcam))),
-            ]
+            tasks.append(("library inspect + figures (as app)", imagenet_name,
+                          lambda: export.figures(attnviz.inspect(image, lm, gradcam=app_gradcam))))
+            tasks += [inspect_task(imagenet_name, mode) for mode in APP_MODES]
 
         # /compare of 4 variants next to the single /inspect of each.
         compare_set: list[str] = []
@@ -713,16 +772,16 @@ def app_section(args, image: Path, device: torch.device, imagenet: dict[str, att
                     compare_set = []
                 else:
                     label = "+".join(compare_set)
-                    tasks.append(("app /compare round trip", label,
-                                  lambda kw=kw: call(c_app, "/compare", kw, timeout=600)))
-                    for v in compare_set:
-                        if v != builtin and not (imagenet_ok and v == imagenet_name):
-                            tasks.append(("app /inspect round trip", v,
-                                          lambda kw=inspect_kwargs(v): call(c_app, "/inspect", kw)))
+                    for mode in APP_MODES:
+                        tasks.append((f"app /compare round trip [{mode}]", label,
+                                      lambda kw=kw, c=clients[mode][1]: call(c, "/compare", kw, timeout=600)))
+                        for v in compare_set:
+                            if v != builtin and not (imagenet_ok and v == imagenet_name):
+                                tasks.append(inspect_task(v, mode))
         report["compare_set"] = compare_set
 
         run_round_robin(tasks, repeats=args.repeats, warmup=args.warmup, timer=timer,
-                        results=results, label="app")
+                        results=results, label="app", pids=[echo.pid, app.pid])
 
         # Row 6: the server's RSS over --requests /inspect requests (built-in model).
         kw = inspect_kwargs(builtin)
@@ -789,24 +848,25 @@ def evaluate_targets(results: Results, report: dict, variants: list[str]) -> lis
             "×", paired=results.paired_ratio(("inspect gradcam=True", v), ("pytorch-grad-cam GradCAM", v)))
         add("all rendering (figures) ≤ 40 ms", v, results.med("figures (render only)", v), LIMITS["render_ms"], "ms")
 
-    echo = results.med("echo app round trip", "-")
-    for (row, v), s in results.series.items():
-        if row != "app /inspect round trip":
-            continue
-        lib = results.get("library inspect + figures (as app)", v)
-        if lib is None:
-            continue
-        add("app /inspect − echo floor ≤ 1.3 × library inspect + figures", v,
-            (s.median_ms - echo) / lib.median_ms, LIMITS["app"], "×",
-            note=f"app {s.median_ms:.1f} ms − echo {echo:.1f} ms vs library {lib.median_ms:.1f} ms")
-    cset = report.get("compare_set") or []
-    if cset:
-        label = "+".join(cset)
-        singles = [results.med("app /inspect round trip", v) for v in cset]
-        total = float(sum(singles))
-        add(f"app /compare ({len(cset)} variants) ≤ 1.2 × Σ app /inspect", label,
-            results.med("app /compare round trip", label) / total, LIMITS["compare"], "×",
-            note=f"compare {results.med('app /compare round trip', label):.1f} ms vs Σ {total:.1f} ms")
+    for mode in APP_MODES:
+        echo = results.med(f"echo app round trip [{mode}]", "-")
+        for (row, v), s in results.series.items():
+            if row != f"app /inspect round trip [{mode}]":
+                continue
+            lib = results.get("library inspect + figures (as app)", v)
+            if lib is None:
+                continue
+            add(f"app /inspect − echo floor ≤ 1.3 × library inspect + figures [{mode}]", v,
+                (s.median_ms - echo) / lib.median_ms, LIMITS["app"], "×",
+                note=f"app {s.median_ms:.1f} ms − echo {echo:.1f} ms vs library {lib.median_ms:.1f} ms")
+        cset = report.get("compare_set") or []
+        if cset:
+            label = "+".join(cset)
+            singles = [results.med(f"app /inspect round trip [{mode}]", v) for v in cset]
+            total = float(sum(singles))
+            cmp_ms = results.med(f"app /compare round trip [{mode}]", label)
+            add(f"app /compare ({len(cset)} variants) ≤ 1.2 × Σ app /inspect [{mode}]", label,
+                cmp_ms / total, LIMITS["compare"], "×", note=f"compare {cmp_ms:.1f} ms vs Σ {total:.1f} ms")
     rss = report.get("app_rss")
     if rss:
         add(f"app server RSS growth over {rss['requests']} /inspect ≤ 20 MB", report.get("app_builtin", ""),
@@ -814,9 +874,19 @@ def evaluate_targets(results: Results, report: dict, variants: list[str]) -> lis
     return t
 
 
+def _row_key(results: Results, key: tuple[str, str]) -> tuple:
+    row, variant = key
+    rank = ROW_ORDER.get(row)
+    if rank is None:
+        rank = 100 + next((i for i, p in enumerate(ROW_PREFIXES) if row.startswith(p)), len(ROW_PREFIXES))
+    mode = next((i for i, m in enumerate(APP_MODES) if f"[{m}]" in row), -1)
+    vrank = RESNET50S.index(variant) if variant in RESNET50S else -1
+    return (rank, mode, vrank, results.order.index(key))
+
+
 def results_table_md(results: Results) -> list[str]:
     lines = ["| row | variant | median ms | p90 ms | n |", "|---|---|---:|---:|---:|"]
-    for key in sorted(results.order, key=lambda k: (ROW_ORDER.get(k[0], 99), results.order.index(k))):
+    for key in sorted(results.order, key=lambda k: _row_key(results, k)):
         s = results.series[key]
         lines.append(f"| {s.row} | {s.variant} | {fmt(s.median_ms)} | {fmt(s.p90_ms)} | {len(s.times)} |")
     return lines
@@ -827,6 +897,9 @@ ROW_ORDER = {r: i for i, r in enumerate([
     "inspect gradcam=True", "inspect gradcam=True + figures", "figures (render only)",
     "torchcam GradCAM", "pytorch-grad-cam GradCAM",
 ])}
+ROW_PREFIXES = ("bare forward [", "capture [", "inspect gradcam=True [", "inspect_batch",
+                "library inspect + figures (as app)", "echo app round trip", "app /inspect round trip",
+                "app /compare round trip")
 
 
 def ratio_table_md(results: Results, variants: list[str]) -> list[str]:
@@ -867,7 +940,7 @@ def print_console(results: Results, targets: list[dict], variants: list[str], re
     w = max([len(s.row) for s in results.series.values()] + [10])
     wv = max([len(s.variant) for s in results.series.values()] + [8])
     print(f"{'row':<{w}}  {'variant':<{wv}}  {'median':>9}  {'p90':>9}  {'n':>3}")
-    for key in sorted(results.order, key=lambda k: (ROW_ORDER.get(k[0], 99), results.order.index(k))):
+    for key in sorted(results.order, key=lambda k: _row_key(results, k)):
         s = results.series[key]
         print(f"{s.row:<{w}}  {s.variant:<{wv}}  {fmt(s.median_ms):>9}  {fmt(s.p90_ms):>9}  {len(s.times):>3}")
     print("\n== ratios (of medians) ==")
@@ -905,7 +978,11 @@ def write_markdown(path: Path, *, report: dict, results: Results, targets: list[
     ld = report["load"]
     L += [f"- load average (1 min): {ld['start']:.2f} at start, {ld['end']:.2f} at end; sampled every 5 s "
           f"during the run: median {ld['median']:.2f}, max {ld['max']:.2f} ({ld['n']} samples). "
-          "Other jobs shared the machine when this is well above 0.", ""]
+          "The bench itself accounts for about 1 of it (up to 2 with the app server busy)."]
+    for label, (others, own) in results.contention.items():
+        L += [f"- CPU use during the timed `{label}` runs: other processes {others:.0f}% of the machine, "
+              f"the bench and its servers {own:.0f}%."]
+    L += [""]
     L += ["## Setup", "",
           f"- Device {a.device}, batch 1, 224×224 input, `torch.set_num_threads({a.threads})`; "
           f"medians and p90 over {a.repeats} timed runs after {a.warmup} warm-up runs.",
@@ -955,12 +1032,18 @@ def write_markdown(path: Path, *, report: dict, results: Results, targets: list[
             if "app_gradcam" in report:
                 g, src = report["app_gradcam"]
                 L += [f"- Grad-CAM in the app's `/inspect`: {g} ({src}); the library comparison row uses the same."]
+            if report.get("app_files"):
+                L += ["- Output files per `/inspect` response: " + "; ".join(
+                    f"`{k}`: {v}" for k, v in report["app_files"].items())]
             if report.get("app_probe"):
                 L += ["- Variants tried on the app: " + "; ".join(
                     f"`{k}`: {'ok' if v is None else v}" for k, v in report["app_probe"].items())]
-            L += ["- Round trips go through `gradio_client` (`submit(...).result()`, outputs downloaded), "
-                  "against servers started as subprocesses on free ports; the echo app "
-                  "(`bench/echo_app.py`, image in → same image out) is Gradio's own floor."]
+            L += ["- Round trips go through `gradio_client` (`submit(...).result()`) against servers started "
+                  "as subprocesses on free ports, in two ways: *outputs downloaded* (the client's default: it "
+                  "fetches every output file, one request each) and *file URLs only* (`download_files=False`: "
+                  "the server's work and one response). The echo app (`bench/echo_app.py`, image in → same "
+                  "image out) is Gradio's own floor, timed the same two ways. The library comparison row is "
+                  "`export.figures(attnviz.inspect(image_path, model))`, with the app's Grad-CAM setting."]
         for s in report.get("skips", []):
             L += [f"- Not measured / note: {s}"]
         L += [""]
@@ -1085,6 +1168,9 @@ def main(argv: list[str] | None = None) -> int:
     ld = report["load"]
     print(f"\nload average (1 min): start {ld['start']:.2f}, during median {ld['median']:.2f} / "
           f"max {ld['max']:.2f}, end {ld['end']:.2f}")
+    for label, (others, own) in results.contention.items():
+        print(f"CPU during the timed {label} runs: other processes {others:.0f}% of the machine, "
+              f"bench + servers {own:.0f}%")
     out = Path(args.out)
     write_markdown(out, report=report, results=results, targets=targets, variants=variants)
     print(f"wrote {out}")
