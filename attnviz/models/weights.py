@@ -138,20 +138,25 @@ def _load_safetensors(data: Path | bytes, name: str) -> dict[str, torch.Tensor]:
         raise WeightsError(f"{name}: not a valid safetensors file ({e})") from None
 
 
+def _single_weights_member(zf: zipfile.ZipFile, what: str) -> zipfile.ZipInfo:
+    """The one weights file inside a zip (pytorchcv's ``.pth.zip``), size-checked before reading."""
+    files = [i for i in zf.infolist() if not i.is_dir()]
+    weights = [i for i in files if i.filename.lower().endswith(_WEIGHT_SUFFIXES)]
+    if len(weights) != 1:
+        raise WeightsError(
+            f"{what}: a zip archive must hold exactly one weights file "
+            f"({', '.join(_WEIGHT_SUFFIXES)}); found {[i.filename for i in files][:8]}"
+        )
+    if weights[0].file_size > _MAX_MEMBER_BYTES:
+        raise WeightsError(f"{what}: {weights[0].filename} claims {weights[0].file_size} bytes; refused")
+    return weights[0]
+
+
 def _read_zip_archive(path: Path) -> object:
     """A ``.zip`` that holds one weights file (pytorchcv's ``.pth.zip``)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            files = [i for i in zf.infolist() if not i.is_dir()]
-            weights = [i for i in files if i.filename.lower().endswith(_WEIGHT_SUFFIXES)]
-            if len(weights) != 1:
-                raise WeightsError(
-                    f"{path.name}: a zip archive must hold exactly one weights file "
-                    f"({', '.join(_WEIGHT_SUFFIXES)}); found {[i.filename for i in files][:8]}"
-                )
-            info = weights[0]
-            if info.file_size > _MAX_MEMBER_BYTES:
-                raise WeightsError(f"{path.name}: {info.filename} claims {info.file_size} bytes; refused")
+            info = _single_weights_member(zf, path.name)
             data = zf.read(info)
     except zipfile.BadZipFile as e:
         raise WeightsError(f"{path.name}: corrupt zip archive ({e})") from None
@@ -616,16 +621,8 @@ def _extract_single(source: WeightsSource, archive: Path, target: Path, cache: P
     try:
         try:
             with zipfile.ZipFile(archive) as zf:
-                members = [i for i in zf.infolist() if not i.is_dir()]
-                weights = [i for i in members if i.filename.lower().endswith(_WEIGHT_SUFFIXES)]
-                if len(weights) != 1:
-                    raise WeightsError(
-                        f"{source.description}: the downloaded archive {archive.name} should hold one "
-                        f"weights file, found {[i.filename for i in members][:8]}"
-                    )
-                if weights[0].file_size > _MAX_MEMBER_BYTES:
-                    raise WeightsError(f"{archive.name}: member claims {weights[0].file_size} bytes; refused")
-                with zf.open(weights[0]) as src, open(tmp, "wb") as dst:
+                member = _single_weights_member(zf, f"{source.description}: downloaded {archive.name}")
+                with zf.open(member) as src, open(tmp, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 20)
         except zipfile.BadZipFile as e:
             raise WeightsError(
