@@ -8,11 +8,9 @@ depth, and the per-image channel-profile similarity of "Compare images".
 from __future__ import annotations
 
 import hashlib
-import io
 import math
 import re
 import shutil
-import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,7 +155,7 @@ def stage_key(b: BlockResult) -> int:
 class InspectViews:
     """Everything the Inspect view shows for one result, as PNG files in one folder, rendered
     with one opacity / colormap. The figures are :func:`attnviz.export.figures`, encoded once
-    (``figures_zip``: the zip download) and unpacked, so the app never re-encodes an image."""
+    and written both as files and as the zip download, so the app never re-encodes an image."""
 
     folder: Path
     figures: dict[str, str]  # figure file name (as in the zip) -> path
@@ -180,14 +178,13 @@ def save_png(image: Image.Image, path: Path) -> str:
 def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, colormap: str = "jet") -> InspectViews:
     folder.mkdir(parents=True, exist_ok=True)
     figs = export.figures(result, colormap=colormap, alpha=alpha, view_size=VIEW_SIZE)
-    data = export.figures_zip(figs)
+    pngs = export.png_bytes(figs)  # encoded once: the files shown and the zip download
     zip_path = folder / "figures.zip"
-    zip_path.write_bytes(data)
+    zip_path.write_bytes(export.zip_bytes(pngs))
     paths: dict[str, str] = {}
-    with zipfile.ZipFile(io.BytesIO(data)) as zf:  # stored, not compressed: reading back is a copy
-        for name in zf.namelist():
-            (folder / name).write_bytes(zf.read(name))
-            paths[name] = str(folder / name)
+    for name, data in pngs.items():
+        (folder / name).write_bytes(data)
+        paths[name] = str(folder / name)
     spatial_blocks = sorted(result.spatial_blocks, key=stage_key)  # stable: depth order within a stage
     spatial = [(paths[f"spatial_{b.name}.png"],
                 f"stage {b.stage} · {block_caption(b)}" if b.stage is not None else block_caption(b))

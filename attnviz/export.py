@@ -69,12 +69,17 @@ def png_bytes(images: dict[str, Image.Image]) -> dict[str, bytes]:
     return dict(zip(images, _ENCODER.map(render.to_png_bytes, images.values())))
 
 
-def figures_zip(images: dict[str, Image.Image]) -> bytes:
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """Already-encoded files in one uncompressed zip (PNGs do not compress further)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_STORED) as zf:
-        for name, data in png_bytes(images).items():
+        for name, data in files.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def figures_zip(images: dict[str, Image.Image]) -> bytes:
+    return zip_bytes(png_bytes(images))
 
 
 def write_inspection(
