@@ -59,12 +59,11 @@ EXAMPLES = L.example_images(ASSETS)
 COMPARE_DEFAULT = (L.builtin_names() or [DEFAULT_VARIANT])[: L.MAX_COMPARE_VARIANTS]
 DEFAULT_ALPHA, DEFAULT_CMAP = 0.5, "jet"
 
-# Cached example outputs are keyed by the example files and the weights they were made with.
-os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(
-    ROOT / ".gradio" / "cached_examples" / L.examples_fingerprint(EXAMPLES, EXAMPLE_VARIANT)))
-
 _SCRATCH = Path(tempfile.mkdtemp(prefix="attnviz-app-"))
 atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+# Outputs are served from the scratch folder itself (per-request folders with random names,
+# removed after an hour) instead of being hashed and copied into gradio's cache one by one.
+gr.set_static_paths([_SCRATCH])
 
 
 def _scratch_dir() -> Path:
@@ -181,9 +180,9 @@ def variant_info(name: str | None) -> str:
     return text
 
 
-def _weights_in_use(s: dict[str, Any]) -> str:
-    t = s.get("timings_ms", {})
-    return (f"**{s['variant']}** ran on **{s['device']}** with weights: {s['weights']} "
+def _weights_in_use(r: Inspection) -> str:
+    t = r.timings
+    return (f"**{r.variant}** ran on **{r.device}** with weights: {r.weights} "
             f"({t.get('total_ms', 0):.0f} ms: forward {t.get('forward_ms', 0):.0f} ms, "
             f"Grad-CAM {t.get('gradcam_ms', 0):.0f} ms).")
 
@@ -203,77 +202,105 @@ def _pick_from_gallery(gallery: Any, names: list[str], name: str | None) -> Any:
 # Inspect
 
 
-def _inspect_outputs(result: Inspection, stem: str, alpha: float, cmap: str) -> tuple:
-    views = L.inspect_views(result, _scratch_dir(), alpha=alpha, colormap=cmap)
-    files = L.write_downloads(result, views, stem)
-    return (L.summary(result), L.label_dict(result), views.gradcam, views.spatial, views.charts,
-            views.overview, views.stats, files)
+def _inspect_outputs(result: Inspection, alpha: float, cmap: str, stem: str) -> tuple:
+    folder = _scratch_dir()
+    views = L.inspect_views(result, folder, alpha=alpha, colormap=cmap)
+    state = {"result": result, "stem": stem, "folder": folder, "style": (alpha, cmap)}
+    return (L.summary(result), L.label_dict(result), views.gradcam, views.spatial, views.overview, views.stats, state)
 
 
 def inspect_image(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
                   weights=None, progress=gr.Progress(track_tqdm=True)):
     """Inspect one image with one variant (optionally with an uploaded checkpoint of that
-    variant's architecture): top-5, every gate, Grad-CAM, downloads."""
+    variant's architecture): top-5, Grad-CAM, every spatial map, the channel gates' depth
+    overview and statistics, and the summary JSON (every block's gate statistics)."""
     path = _image_path(image)
     alpha, cmap = _check_style(opacity, colormap)
     loaded = _load(variant, progress, weights=weights)
     progress(0.7, desc=f"Running {loaded.name}…")
     result = _inspect_one(path, loaded)
-    stem = Path(path).name
-    return (*_inspect_outputs(result, stem, alpha, cmap), {"result": result, "stem": stem})
+    return _inspect_outputs(result, alpha, cmap, Path(path).name)
 
 
-def inspect_example(image, variant=EXAMPLE_VARIANT):
-    """What cached examples store (everything but the session state)."""
-    return inspect_image(image, variant, DEFAULT_ALPHA, DEFAULT_CMAP, None, progress=gr.Progress())[:-1]
+def inspect_example(image, variant=EXAMPLE_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
+                    progress=gr.Progress(track_tqdm=True)):
+    """A clicked example: the built-in model's own weights, whatever checkpoint is uploaded."""
+    return inspect_image(image, variant, opacity, colormap, None, progress)
 
 
 def rerender_inspect(state, image, variant, opacity, colormap, weights=None, progress=gr.Progress(track_tqdm=True)):
-    """New opacity / colormap: redraw from the kept Inspection, without running the model."""
+    """New opacity / colormap: redraw the overlays from the kept Inspection, without running the model."""
     alpha, cmap = _check_style(opacity, colormap)
     if not state or not isinstance(state.get("result"), Inspection):
         if image is None:
-            return (gr.skip(),) * 9
-        return inspect_image(image, variant, alpha, cmap, weights, progress)  # e.g. after a cached example
-    result = state["result"]
-    views = L.inspect_views(result, _scratch_dir(), alpha=alpha, colormap=cmap)
-    files = L.write_downloads(result, views, state["stem"])
+            return (gr.skip(),) * 7
+        return inspect_image(image, variant, alpha, cmap, weights, progress)
+    folder = _scratch_dir()
+    views = L.inspect_views(state["result"], folder, alpha=alpha, colormap=cmap, charts=False)
     skip = gr.skip()
-    return skip, skip, views.gradcam, views.spatial, skip, skip, skip, files, skip
+    return (skip, skip, views.gradcam, views.spatial, skip, skip,
+            {**state, "folder": folder, "style": (alpha, cmap)})
 
 
-def after_inspect(summary, charts, current):
+def after_inspect(state, current):
     """UI-only follow-up: block selector, the selected block's chart, which weights ran."""
-    if not summary:
+    if not state:
         return gr.skip(), gr.skip(), gr.skip()
-    names = summary["images"]["channel_charts"]
+    result = state["result"]
+    names = [b.name for b in result.channel_blocks]
     block = current if current in names else (names[-1] if names else None)
     dd = gr.update(choices=names, value=block, interactive=bool(names),
                    info=None if names else "this model has no channel attention")
-    return dd, _pick_from_gallery(charts, names, block), _weights_in_use(summary)
+    return dd, L.block_chart(result, block, state["folder"]), _weights_in_use(result)
 
 
-def select_chart(block, summary, charts):
-    if not summary:
+def select_chart(block, state):
+    if not state:
         return None
-    return _pick_from_gallery(charts, summary["images"]["channel_charts"], block)
+    return L.block_chart(state["result"], block, state["folder"])
 
 
-def clear_state():
-    return None
+def inspect_files(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
+                  weights=None, progress=gr.Progress(track_tqdm=True)):
+    """The downloads of one inspection for API clients: figures zip (lossless PNGs), summary JSON
+    and the raw arrays (NPZ), as ``attnviz inspect`` writes them."""
+    path = _image_path(image)
+    alpha, cmap = _check_style(opacity, colormap)
+    result = _inspect_one(path, _load(variant, progress, weights=weights))
+    return L.write_downloads(result, _scratch_dir(), Path(path).name, alpha=alpha, colormap=cmap)[1]
+
+
+def inspect_downloads(state):
+    """UI-only, after the views are shown: every block's chart and the downloads (figures zip
+    with lossless PNGs, JSON, NPZ), in the opacity / colormap of the views."""
+    if not state:
+        return gr.skip(), gr.skip()
+    alpha, cmap = state["style"]
+    return L.write_downloads(state["result"], state["folder"] / "downloads", state["stem"], alpha=alpha, colormap=cmap)
 
 
 # ----------------------------------------------------------------------------------------------
 # Compare variants
 
 
-def _column_views(results: dict[str, Inspection], slots, slot, alpha, cmap):
-    folder = _scratch_dir()
+def _column_views(results: dict[str, Inspection], slots, slot, alpha, cmap, folder: Path,
+                  cache: dict | None = None) -> dict[str, tuple]:
+    """Per variant: (views with the selected stage's spatial maps, selected block, its chart).
+    ``cache`` keeps what was drawn for the same variant, block and style (the column fill after
+    /compare reuses the API's images instead of drawing them again)."""
     out = {}
     for i, (name, r) in enumerate(results.items()):
-        views = L.inspect_views(r, folder / str(i), alpha=alpha, colormap=cmap)
         b = L.block_at(r, slot, slots)
-        out[name] = (views, b, None if b is None else views.chart(b.name))
+        key = (name, None if b is None else b.name, alpha, cmap)
+        if cache is not None and key in cache and Path(cache[key][0].input).exists():
+            out[name] = cache[key]
+            continue
+        stage_blocks = [] if b is None or b.stage is None else [x.name for x in r.spatial_blocks if x.stage == b.stage]
+        col = folder / str(i)
+        views = L.inspect_views(r, col, alpha=alpha, colormap=cmap, spatial_blocks=stage_blocks)
+        out[name] = (views, b, None if b is None else L.block_chart(r, b.name, col))
+        if cache is not None:
+            cache[key] = out[name]
     return out
 
 
@@ -300,19 +327,20 @@ def compare_variants(image, variants=COMPARE_DEFAULT, block="", opacity=DEFAULT_
         results[name] = _inspect_one(path, _load(name, progress))
     slots = L.shared_slots(results)
     slot = _slot_value(block, slots)
-    cols = _column_views(results, slots, slot, alpha, cmap)
     folder = _scratch_dir()
+    cache: dict = {}
+    cols = _column_views(results, slots, slot, alpha, cmap, folder, cache)
     gradcams, charts, overviews = [], [], []
     for i, (name, (views, b, chart)) in enumerate(cols.items()):
         p = results[name].predictions[0]
-        gradcams.append((views.gradcam or views.figures["input.png"], f"{name}: {p.label} ({100 * p.probability:.1f}%)"))
+        gradcams.append((views.gradcam or views.input, f"{name}: {p.label} ({100 * p.probability:.1f}%)"))
         if chart is None:
             chart = L.save_png(render.depth_overview([]), folder / f"nochart{i}.png")
         charts.append((chart, f"{name}: {b.name if b is not None else 'no block'}"))
         overviews.append((views.overview, name))
     summary = L.compare_summary(results, slots, slot)
     stats = L.save_png(L.compare_stats_chart(results, slots), folder / "stats.png")
-    state = {"results": results, "slots": slots}
+    state = {"results": results, "slots": slots, "folder": folder, "views": cache}
     return summary, stats, gradcams, charts, overviews, state
 
 
@@ -327,7 +355,10 @@ def fill_columns(state, slot, opacity, colormap):
     choices = [("deepest block of each variant", "")] + [
         (f"{n} (stage {st})" if st is not None else n, n) for n, st in slots]
     out: list[Any] = [gr.update(choices=choices, value=slot), L.agreement_markdown(results)]
-    cols = _column_views(results, slots, slot, alpha, cmap)
+    cache = state.setdefault("views", {})
+    if len(cache) > 4 * L.MAX_COMPARE_VARIANTS:  # one user trying many blocks / styles: keep it bounded
+        cache.clear()
+    cols = _column_views(results, slots, slot, alpha, cmap, _scratch_dir(), cache)
     items = list(cols.items())
     for i in range(L.MAX_COMPARE_VARIANTS):
         if i >= len(items):
@@ -342,8 +373,7 @@ def fill_columns(state, slot, opacity, colormap):
         head = f"### {name}\n{r.weights} · {r.device}  \nselected block: {selected}"
         # the spatial maps of the selected block's stage (all of a ResNet-50's would be 16 per column)
         stage = None if b is None else b.stage
-        spatial = [item for item, blk in zip(views.spatial, sorted(r.spatial_blocks, key=L.stage_key))
-                   if stage is not None and blk.stage == stage]
+        spatial = views.spatial
         out += [gr.update(visible=True), head, L.label_dict(r), views.gradcam,
                 gr.update(value=spatial, visible=bool(spatial), label=f"Spatial maps of stage {stage}"),
                 gr.update(value=chart, visible=chart is not None),
@@ -478,34 +508,42 @@ def build() -> gr.Blocks:
                             out_summary = gr.JSON(label="Summary")
                 inspect_state = gr.State(None)
 
-                main_outputs = [out_summary, out_label, out_gradcam, out_spatial, out_charts, out_overview,
-                                out_stats, out_files]
-                run_btn.click(
-                    inspect_image, [in_image, in_variant, in_alpha, in_cmap, in_weights], main_outputs + [inspect_state],
+                # /inspect returns what is shown first; the selected block's chart (after_inspect) and
+                # the downloads (inspect_downloads) are drawn from the kept result right after it.
+                main_outputs = [out_summary, out_label, out_gradcam, out_spatial, out_overview, out_stats, inspect_state]
+
+                def then_extras(event):
+                    event.then(after_inspect, [inspect_state, block_dd], [block_dd, out_chart, weights_md],
+                               api_visibility="private", queue=False,
+                               ).then(inspect_downloads, inspect_state, [out_charts, out_files], api_visibility="private")
+
+                then_extras(run_btn.click(
+                    inspect_image, [in_image, in_variant, in_alpha, in_cmap, in_weights], main_outputs,
                     api_name="inspect", api_description="Inspect one image with one variant", **MODEL,
-                ).then(after_inspect, [out_summary, out_charts, block_dd], [block_dd, out_chart, weights_md],
-                       api_visibility="private", queue=False)
+                ))
                 for trigger in (in_alpha.release, in_cmap.input):
-                    trigger(rerender_inspect, [inspect_state, in_image, in_variant, in_alpha, in_cmap, in_weights],
-                            main_outputs + [inspect_state], api_visibility="private", **MODEL,
-                            ).then(after_inspect, [out_summary, out_charts, block_dd], [block_dd, out_chart, weights_md],
-                                   api_visibility="private", queue=False)
-                block_dd.input(select_chart, [block_dd, out_summary, out_charts], out_chart,
-                               api_visibility="private", queue=False)
+                    then_extras(trigger(rerender_inspect, [inspect_state, in_image, in_variant, in_alpha, in_cmap,
+                                                           in_weights], main_outputs, api_visibility="private", **MODEL))
+                block_dd.input(select_chart, [block_dd, inspect_state], out_chart, api_visibility="private", queue=False)
+                # API only (the UI makes its downloads from the kept result): the files of /inspect
+                gr.Button(visible=False).click(
+                    inspect_files, [in_image, in_variant, in_alpha, in_cmap, in_weights], out_files,
+                    api_name="inspect_files", api_description="The downloads of /inspect: figures zip, JSON, NPZ",
+                    **MODEL)
                 in_variant.change(variant_info, in_variant, variant_md, api_visibility="private", queue=False)
 
                 with examples_slot:
                     if EXAMPLES and EXAMPLE_VARIANT:
+                        # Examples run on a built-in model (tens of ms), so they are computed on click
+                        # rather than cached: the result is then kept like any other for the extras.
                         ex = gr.Examples(
-                            [[str(p), EXAMPLE_VARIANT] for p in EXAMPLES], [in_image, in_variant], main_outputs,
-                            fn=inspect_example, cache_examples=True, cache_mode="lazy",
+                            [[str(p), EXAMPLE_VARIANT] for p in EXAMPLES], [in_image, in_variant],
                             visible_columns=[0], examples_per_page=12,
                             label=f"Examples (run on {EXAMPLE_VARIANT})", elem_id="inspect-examples",
                         )
-                        ex.cache_event.then(clear_state, None, inspect_state, api_visibility="private", queue=False
-                                            ).then(after_inspect, [out_summary, out_charts, block_dd],
-                                                   [block_dd, out_chart, weights_md], api_visibility="private",
-                                                   queue=False)
+                        then_extras(ex.load_input_event.then(
+                            inspect_example, [in_image, in_variant, in_alpha, in_cmap], main_outputs,
+                            api_visibility="private", **MODEL))
                     else:
                         gr.Markdown("No example images in `assets/` yet.", elem_classes="attnviz-note")
 

@@ -7,10 +7,8 @@ depth, and the per-image channel-profile similarity of "Compare images".
 """
 from __future__ import annotations
 
-import hashlib
 import math
 import re
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,21 +107,6 @@ def example_images(folder: str | Path) -> list[Path]:
     return sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def examples_fingerprint(paths: Sequence[Path], variant: str | None) -> str:
-    """Short hash of the example files and the examples' model weights: a cache key, so cached
-    example outputs are recomputed when either changes."""
-    h = hashlib.sha256()
-    for p in paths:
-        st = p.stat()
-        h.update(f"{p.name}:{st.st_size}:{st.st_mtime_ns};".encode())
-    if variant and variant in variants():
-        wp = variants()[variant].weights.path
-        if wp is not None and wp.is_file():
-            st = wp.stat()
-            h.update(f"{variant}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:12]
-
-
 def weights_help(name: str, error: BaseException) -> str:
     """The message shown when a variant's weights cannot be had."""
     try:
@@ -153,21 +136,16 @@ def stage_key(b: BlockResult) -> int:
 
 @dataclass
 class InspectViews:
-    """Everything the Inspect view shows for one result, as PNG files in one folder, rendered
-    with one opacity / colormap. The figures are :func:`attnviz.export.figures`, encoded once
-    and written both as files and as the zip download, so the app never re-encodes an image."""
+    """The images the app shows for one result, as files in one folder, rendered with one
+    opacity / colormap. Overlays are JPEG (fast to encode, small to send); charts are PNG. Only
+    what is shown is rendered: the downloads (:func:`write_downloads`) are made separately."""
 
     folder: Path
-    figures: dict[str, str]  # figure file name (as in the zip) -> path
-    zip_path: str
+    input: str  # the model's view
     gradcam: str | None
     spatial: list[tuple[str, str]]  # (path, caption), grouped by stage
-    charts: list[tuple[str, str]]  # one per channel-attention block, in depth order
     overview: str
     stats: str | None
-
-    def chart(self, block: str) -> str | None:
-        return self.figures.get(f"channels_{block}.png")
 
 
 def save_png(image: Image.Image, path: Path) -> str:
@@ -175,26 +153,42 @@ def save_png(image: Image.Image, path: Path) -> str:
     return str(path)
 
 
-def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, colormap: str = "jet") -> InspectViews:
+def spatial_caption(b: BlockResult) -> str:
+    return f"stage {b.stage} · {block_caption(b)}" if b.stage is not None else block_caption(b)
+
+
+def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, colormap: str = "jet",
+                  spatial_blocks: Sequence[str] | None = None, charts: bool = True) -> InspectViews:
+    """Render the views of ``result`` into ``folder``: the model's view, Grad-CAM and the spatial
+    maps (only ``spatial_blocks`` when given) as JPEG; with ``charts`` the depth overview and the
+    gate statistics along depth as PNG."""
     folder.mkdir(parents=True, exist_ok=True)
-    figs = export.figures(result, colormap=colormap, alpha=alpha, view_size=VIEW_SIZE)
-    pngs = export.png_bytes(figs)  # encoded once: the files shown and the zip download
-    zip_path = folder / "figures.zip"
-    zip_path.write_bytes(export.zip_bytes(pngs))
+    figs = export.overlay_figures(result, colormap=colormap, alpha=alpha, view_size=VIEW_SIZE,
+                                  spatial_blocks=spatial_blocks)
     paths: dict[str, str] = {}
-    for name, data in pngs.items():
-        (folder / name).write_bytes(data)
-        paths[name] = str(folder / name)
-    spatial_blocks = sorted(result.spatial_blocks, key=stage_key)  # stable: depth order within a stage
-    spatial = [(paths[f"spatial_{b.name}.png"],
-                f"stage {b.stage} · {block_caption(b)}" if b.stage is not None else block_caption(b))
-               for b in spatial_blocks]
-    charts = [(paths[f"channels_{b.name}.png"], block_caption(b)) for b in result.channel_blocks]
-    overview = paths.get("depth_overview.png") or save_png(render.depth_overview([]), folder / "depth_overview.png")
-    stats_im = depth_stats_chart(result)
-    stats = None if stats_im is None else save_png(stats_im, folder / "depth_stats.png")
-    return InspectViews(folder=folder, figures=paths, zip_path=str(zip_path), gradcam=paths.get("gradcam.png"),
-                        spatial=spatial, charts=charts, overview=overview, stats=stats)
+    for name, data in export.jpeg_bytes(figs).items():
+        path = folder / name.replace(".png", ".jpg")
+        path.write_bytes(data)
+        paths[name] = str(path)
+    shown = sorted((b for b in result.spatial_blocks if f"spatial_{b.name}.png" in paths), key=stage_key)
+    spatial = [(paths[f"spatial_{b.name}.png"], spatial_caption(b)) for b in shown]  # stable: depth order in a stage
+    overview = stats = ""
+    if charts:
+        blocks = result.channel_blocks
+        overview = save_png(render.depth_overview([(b.name, b.channel) for b in blocks]), folder / "depth_overview.png")
+        stats_im = depth_stats_chart(result)
+        stats = None if stats_im is None else save_png(stats_im, folder / "depth_stats.png")
+    return InspectViews(folder=folder, input=paths["input.png"], gradcam=paths.get("gradcam.png"),
+                        spatial=spatial, overview=overview, stats=stats)
+
+
+def block_chart(result: Inspection, block: str | None, folder: Path) -> str | None:
+    """The channel-weight bar chart of ``block`` as a PNG file (None: no such channel block)."""
+    names = [b.name for b in result.channel_blocks]
+    if block not in names:
+        return None
+    folder.mkdir(parents=True, exist_ok=True)
+    return save_png(export.channel_chart(result, block), folder / f"channels_{safe_stem(block)}.png")
 
 
 def depth_stats_chart(result: Inspection) -> Image.Image | None:
@@ -238,16 +232,24 @@ def label_dict(result: Inspection) -> dict[str, float]:
 # downloads
 
 
-def write_downloads(result: Inspection, views: InspectViews, stem: str) -> list[str]:
-    """The CLI's files for one inspection: figures zip, JSON summary, NPZ of raw arrays."""
+def write_downloads(result: Inspection, folder: Path, stem: str, *, alpha: float = 0.5,
+                    colormap: str = "jet") -> tuple[list[tuple[str, str]], list[str]]:
+    """The CLI's files for one inspection: figures zip (lossless PNGs, as ``attnviz inspect``
+    writes them), JSON summary, NPZ of raw arrays. Also returns every block's channel chart,
+    written from the same encoded bytes, as ``(path, caption)``."""
     base = f"{safe_stem(stem)}_{result.variant}"
-    folder = views.folder / "downloads"
-    folder.mkdir(exist_ok=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    pngs = export.png_bytes(export.figures(result, colormap=colormap, alpha=alpha, view_size=VIEW_SIZE))
+    charts = []
+    for b in result.channel_blocks:
+        path = folder / f"channels_{safe_stem(b.name)}.png"
+        path.write_bytes(pngs[f"channels_{b.name}.png"])
+        charts.append((str(path), block_caption(b)))
     paths = [folder / f"{base}_figures.zip", folder / f"{base}.json", folder / f"{base}.npz"]
-    shutil.copyfile(views.zip_path, paths[0])
+    paths[0].write_bytes(export.zip_bytes(pngs))
     paths[1].write_text(export.summary_json(result))
     paths[2].write_bytes(export.npz_bytes(result))
-    return [str(p) for p in paths]
+    return charts, [str(p) for p in paths]
 
 
 def safe_stem(name: str | None) -> str:

@@ -26,6 +26,8 @@ from .inspection import inspect_batch
 from .models import LoadedModel, load_model, variants
 from .synthetic import generate
 
+#: Everything from this line on in the ``--out`` file is written by hand and kept on rewrites.
+NOTES_MARKER = "<!-- notes below are written by hand; `attnviz evaluate --out` keeps them -->"
 TEST_SEED = 2000  # train uses 0 and validation 1000 (see the checkpoints' sidecars)
 #: The pointing game's tolerance (Zhang et al., 2016): 15 px on 224-px inputs, scaled to the input.
 TOLERANCE_AT_224 = 15.0
@@ -206,7 +208,9 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(table)
+        old = args.out.read_text() if args.out.is_file() else ""
+        notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else ""
+        args.out.write_text(table + ("\n" + notes if notes else ""))
     if args.json:
         args.json.write_text(json.dumps([{
             "variant": r.variant, "accuracy": r.accuracy, "n": r.n,

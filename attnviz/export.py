@@ -9,6 +9,7 @@ import json
 import os
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,45 @@ NPZ_KEYS_DOC = (
 )
 
 
+def overlay_figures(
+    result: Inspection,
+    *,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    normalize: Literal["minmax", "none"] = "minmax",
+    view_size: int = 448,
+    spatial_blocks: Sequence[str] | None = None,
+) -> dict[str, Image.Image]:
+    """The image figures by file name: the model's view, Grad-CAM and one overlay per spatial
+    gate (only those named in ``spatial_blocks``, when given)."""
+    view = result.view(view_size)
+    out: dict[str, Image.Image] = {"input.png": view}
+    if result.gradcam is not None:
+        out["gradcam.png"] = render.overlay(view, result.gradcam, alpha=alpha, colormap=colormap, normalize="none")
+    for b in result.spatial_blocks:
+        if spatial_blocks is None or b.name in spatial_blocks:
+            out[f"spatial_{b.name}.png"] = render.overlay(
+                view, b.spatial, alpha=alpha, colormap=colormap, normalize=normalize)
+    return out
+
+
+def channel_chart(result: Inspection, block: str) -> Image.Image:
+    """The bar chart of one block's channel gate (``channels_<block>.png`` of :func:`figures`)."""
+    b = result.block(block)
+    if b.channel is None:
+        raise ValueError(f"block {block!r} has no channel gate")
+    return render.channel_bar_chart(b.channel, title=f"{result.variant} · {b.name} ({b.kind}) · {b.channel.size} channels")
+
+
+def chart_figures(result: Inspection) -> dict[str, Image.Image]:
+    """The chart figures by file name: one bar chart per channel gate and the depth overview."""
+    channel_blocks = result.channel_blocks
+    out = {f"channels_{b.name}.png": channel_chart(result, b.name) for b in channel_blocks}
+    if channel_blocks:
+        out["depth_overview.png"] = render.depth_overview([(b.name, b.channel) for b in channel_blocks])
+    return out
+
+
 def figures(
     result: Inspection,
     *,
@@ -34,19 +74,8 @@ def figures(
 ) -> dict[str, Image.Image]:
     """Every figure of one inspection by file name: the model's view, Grad-CAM, one overlay per
     spatial gate, one bar chart per channel gate and the depth overview."""
-    view = result.view(view_size)
-    out: dict[str, Image.Image] = {"input.png": view}
-    if result.gradcam is not None:
-        out["gradcam.png"] = render.overlay(view, result.gradcam, alpha=alpha, colormap=colormap, normalize="none")
-    for b in result.spatial_blocks:
-        out[f"spatial_{b.name}.png"] = render.overlay(view, b.spatial, alpha=alpha, colormap=colormap, normalize=normalize)
-    channel_blocks = result.channel_blocks
-    for b in channel_blocks:
-        title = f"{result.variant} · {b.name} ({b.kind}) · {b.channel.size} channels"
-        out[f"channels_{b.name}.png"] = render.channel_bar_chart(b.channel, title=title)
-    if channel_blocks:
-        out["depth_overview.png"] = render.depth_overview([(b.name, b.channel) for b in channel_blocks])
-    return out
+    return {**overlay_figures(result, colormap=colormap, alpha=alpha, normalize=normalize, view_size=view_size),
+            **chart_figures(result)}
 
 
 def summary_json(result: Inspection) -> str:
@@ -67,6 +96,11 @@ _ENCODER = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_na
 def png_bytes(images: dict[str, Image.Image]) -> dict[str, bytes]:
     """Every figure encoded as PNG, in parallel; same keys and order."""
     return dict(zip(images, _ENCODER.map(render.to_png_bytes, images.values())))
+
+
+def jpeg_bytes(images: dict[str, Image.Image]) -> dict[str, bytes]:
+    """Every figure encoded as JPEG (:func:`attnviz.render.to_jpeg_bytes`), in parallel."""
+    return dict(zip(images, _ENCODER.map(render.to_jpeg_bytes, images.values())))
 
 
 def zip_bytes(files: dict[str, bytes]) -> bytes:

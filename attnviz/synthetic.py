@@ -7,6 +7,12 @@ both class and non-class combinations, so neither the shape nor the colour alone
 class: a model has to bind shape and colour at the target's location, which is what its
 attention should show. Backgrounds are muted textures (noise, stripes, gradients, checker).
 
+*Target-free* samples (``generate(..., with_target=False)``, label :data:`NO_TARGET`) are the
+same scene with the target left out. The training stream mixes them in (every
+``no_target_every``-th sample) with a uniform label: without them a classifier can name the
+last class by elimination ("none of the other seven is present"), and then nothing on the
+target explains its decision, so Grad-CAM for that class points anywhere.
+
 Sample ``i`` depends only on ``(seed, i)`` (``np.random.default_rng([seed, i])``), so any
 subset can be regenerated exactly, in any process, in any order.
 
@@ -27,6 +33,8 @@ from PIL import Image, ImageDraw
 #: Bumped whenever the same ``(seed, index)`` would render a different image.
 VERSION = 1
 DEFAULT_SIZE = 96
+#: Label of a target-free sample (trained towards the uniform distribution over the classes).
+NO_TARGET = -1
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = ("red", "green", "blue", "yellow")
@@ -76,7 +84,7 @@ class SyntheticSample:
     label: int
     mask: np.ndarray  # bool [H, W]
     box: tuple[int, int, int, int]
-    objects: tuple[SyntheticObject, ...]  # drawing order; the target is last
+    objects: tuple[SyntheticObject, ...]  # drawing order; the target is last (absent if target-free)
     background: str
 
     @property
@@ -171,8 +179,11 @@ def _jitter(rng: np.random.Generator, colour: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.clip(rgb, 0, 255))  # type: ignore[return-value]
 
 
-def generate(index: int, *, seed: int = 0, size: int = DEFAULT_SIZE) -> SyntheticSample:
-    """Render sample ``index`` of the stream ``seed`` at ``size`` × ``size`` pixels."""
+def generate(index: int, *, seed: int = 0, size: int = DEFAULT_SIZE, with_target: bool = True) -> SyntheticSample:
+    """Render sample ``index`` of the stream ``seed`` at ``size`` × ``size`` pixels.
+
+    ``with_target=False`` renders the same scene without its target: label :data:`NO_TARGET`,
+    an empty mask and box ``(0, 0, 0, 0)``."""
     if size < 32:
         raise ValueError(f"size must be at least 32 pixels, got {size}")
     rng = np.random.default_rng([int(seed), int(index)])
@@ -227,6 +238,11 @@ def generate(index: int, *, seed: int = 0, size: int = DEFAULT_SIZE) -> Syntheti
     draw = ImageDraw.Draw(image)
     for obj in distractors:
         _draw(draw, obj, _jitter(rng, obj.colour))
+    if not with_target:
+        return SyntheticSample(
+            image=np.array(image), label=NO_TARGET, mask=np.zeros((size, size), bool), box=(0, 0, 0, 0),
+            objects=tuple(distractors), background=bg_kind,
+        )
     _draw(draw, target, _jitter(rng, target.colour))
     mask_img = Image.new("L", (size, size), 0)
     _draw(ImageDraw.Draw(mask_img), target, 255)
@@ -240,15 +256,23 @@ def generate(index: int, *, seed: int = 0, size: int = DEFAULT_SIZE) -> Syntheti
     )
 
 
+def has_target(index: int, no_target_every: int = 0) -> bool:
+    """Whether sample ``index`` of a stream that leaves out every ``no_target_every``-th
+    sample's target (0: none) has one."""
+    return no_target_every <= 0 or index % no_target_every != no_target_every - 1
+
+
 def make_batch(
-    start: int, n: int, *, seed: int = 0, size: int = DEFAULT_SIZE, with_masks: bool = False
+    start: int, n: int, *, seed: int = 0, size: int = DEFAULT_SIZE, with_masks: bool = False,
+    no_target_every: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """Samples ``start .. start + n - 1`` as ``(images [n,H,W,3] uint8, labels [n] int64, masks)``."""
+    """Samples ``start .. start + n - 1`` as ``(images [n,H,W,3] uint8, labels [n] int64, masks)``;
+    with ``no_target_every=k`` every k-th sample is target-free (label :data:`NO_TARGET`)."""
     images = np.empty((n, size, size, 3), np.uint8)
     labels = np.empty(n, np.int64)
     masks = np.empty((n, size, size), bool) if with_masks else None
     for k in range(n):
-        s = generate(start + k, seed=seed, size=size)
+        s = generate(start + k, seed=seed, size=size, with_target=has_target(start + k, no_target_every))
         images[k], labels[k] = s.image, s.label
         if masks is not None:
             masks[k] = s.mask
@@ -314,16 +338,23 @@ else:
         """Item ``k`` is batch ``k`` of stream ``seed``: samples ``k*B .. k*B + B - 1`` as
         ``(uint8 [B,H,W,3], int64 [B])`` tensors. Use with ``DataLoader(batch_size=None)`` to
         generate batches in worker processes; the data depends only on the batch index, so a
-        resumed run sees exactly the batches an uninterrupted one would."""
+        resumed run sees exactly the batches an uninterrupted one would. ``no_target_every``: see
+        :func:`make_batch`."""
 
-        def __init__(self, num_batches: int, batch_size: int, seed: int = 0, size: int = DEFAULT_SIZE) -> None:
+        def __init__(
+            self, num_batches: int, batch_size: int, seed: int = 0, size: int = DEFAULT_SIZE, no_target_every: int = 0,
+        ) -> None:
             self.num_batches, self.batch_size, self.seed, self.size = num_batches, batch_size, seed, size
+            self.no_target_every = no_target_every
 
         def __len__(self) -> int:
             return self.num_batches
 
         def __getitem__(self, k: int) -> tuple[Any, Any]:
-            images, labels, _ = make_batch(k * self.batch_size, self.batch_size, seed=self.seed, size=self.size)
+            images, labels, _ = make_batch(
+                k * self.batch_size, self.batch_size, seed=self.seed, size=self.size,
+                no_target_every=self.no_target_every,
+            )
             return torch.from_numpy(images), torch.from_numpy(labels)
 
     class SyntheticStream(IterableDataset):
@@ -344,7 +375,7 @@ else:
 
 
 __all__ = [
-    "CLASSES", "CLASS_COMBOS", "COLOURS", "DEFAULT_SIZE", "DISTRACTOR_COMBOS", "MEAN", "RGB", "SHAPES",
+    "CLASSES", "CLASS_COMBOS", "COLOURS", "DEFAULT_SIZE", "DISTRACTOR_COMBOS", "MEAN", "NO_TARGET", "RGB", "SHAPES",
     "STD", "SyntheticBatches", "SyntheticDataset", "SyntheticObject", "SyntheticSample", "SyntheticStream",
-    "VERSION", "generate", "make_batch", "make_dataset", "to_tensor",
+    "VERSION", "generate", "has_target", "make_batch", "make_dataset", "to_tensor",
 ]

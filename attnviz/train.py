@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from . import synthetic
@@ -54,7 +55,9 @@ SYNTHETIC_LICENSE = "CC0-1.0 (attnviz's own training output)"
 VARIANTS: dict[str, str | None] = {"resnet": None, "se": "se", "eca": "eca", "cbam": "cbam", "bam": "bam"}
 
 #: The built-in models' architecture (``AttentionResNet(**SYNTHETIC_ARCH, attn=..., ...)``): a
-#: ResNet-10 with a stride-2 3×3 stem and no max-pool, so 96 px inputs give 48/24/12/6 px stages.
+#: ResNet-10 with a stride-2 3×3 stem, no max-pool and stride 1 in the last stage, so 96 px inputs
+#: give 48/24/12/12 px stages: Grad-CAM and the last spatial gates get 8 px cells for ~17 px
+#: targets (a 6×6 last stage, 16 px cells, put Grad-CAM's maximum off the target in 5-18 % of images).
 SYNTHETIC_ARCH: dict[str, Any] = {
     "depth": 10,
     "widths": [16, 32, 64, 128],
@@ -62,6 +65,7 @@ SYNTHETIC_ARCH: dict[str, Any] = {
     "stem_kernel_size": 3,
     "stem_stride": 2,
     "stem_pool": "none",
+    "stage_strides": [1, 2, 2, 1],
 }
 #: Per-block kwargs for the narrow synthetic models (reduction 16 would leave 1 hidden unit).
 SYNTHETIC_ATTN_KWARGS: dict[str, dict[str, Any]] = {
@@ -72,7 +76,9 @@ SYNTHETIC_ATTN_KWARGS: dict[str, dict[str, Any]] = {
 }
 
 #: Mode defaults, filled in where the option is left unset.
-SYNTHETIC_DEFAULTS = {"epochs": 7, "steps_per_epoch": 200, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05}
+SYNTHETIC_DEFAULTS = {
+    "epochs": 6, "steps_per_epoch": 200, "batch_size": 64, "lr": 3e-3, "weight_decay": 0.05, "no_target_every": 8,
+}
 IMAGEFOLDER_DEFAULTS = {"epochs": 10, "steps_per_epoch": None, "batch_size": 32, "lr": 1e-3, "weight_decay": 0.01}
 
 #: Largest synthetic training stream kept in memory to share between variants (bytes).
@@ -122,6 +128,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, default=None,
                    help=f"input size (default: synthetic {synthetic.DEFAULT_SIZE}; imagefolder 224)")
     g.add_argument("--val-size", type=int, default=2000, help="held-out samples (synthetic, default 2000)")
+    g.add_argument("--no-target-every", type=int, default=None, metavar="K",
+                   help=f"every K-th training image has no target and a uniform label, so no class can be "
+                        f"named by elimination (default: {SYNTHETIC_DEFAULTS['no_target_every']}; 0: none)")
     g.add_argument("--widths", type=int, nargs=4, default=None, metavar="W",
                    help=f"stage widths of the synthetic ResNet (default: {SYNTHETIC_ARCH['widths']})")
     g = p.add_argument_group("your own images (mode B)")
@@ -217,7 +226,7 @@ def _command(args: argparse.Namespace, variants: Sequence[str], hp: dict[str, An
             parts += ["--backbone-weights", str(args.backbone_weights)]
         if args.freeze_backbone:
             parts.append("--freeze-backbone")
-    for key in ("epochs", "steps_per_epoch", "batch_size", "lr", "weight_decay", "image_size"):
+    for key in ("epochs", "steps_per_epoch", "batch_size", "lr", "weight_decay", "image_size", "no_target_every"):
         if hp.get(key) is not None:
             parts += [f"--{key.replace('_', '-')}", str(hp[key])]
     if args.imagefolder is None and args.widths is not None:
@@ -343,7 +352,7 @@ class _Run:
             print(f"[{self.name}] resuming after epoch {start_epoch}/{self.epochs}", flush=True)
         elif self.log_path.exists():
             self.log_path.unlink()
-        loss_fn = nn.CrossEntropyLoss(label_smoothing=self.label_smoothing)
+        loss_fn = _SoftTargetLoss(self.label_smoothing)
         for epoch in range(start_epoch, self.epochs):
             t0 = time.perf_counter()
             self.model.train()
@@ -351,7 +360,7 @@ class _Run:
                 self.set_train_mode(self.model)
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), device=self.device, dtype=torch.long)
-            seen = 0
+            seen = seen_labelled = 0
             bar = tqdm(
                 self.batches(epoch, 0), total=self.steps_per_epoch, disable=not self.progress,
                 desc=f"{self.name} {epoch + 1}/{self.epochs}", leave=False, dynamic_ncols=True,
@@ -370,8 +379,10 @@ class _Run:
                 self.optimizer.step()
                 self.scheduler.step()
                 loss_sum += loss.detach() * y.numel()
-                correct += (logits.detach().argmax(1) == y).sum()
+                labelled = y >= 0
+                correct += (logits.detach().argmax(1) == y)[labelled].sum()
                 seen += y.numel()
+                seen_labelled += int(labelled.sum())
                 if self.tuner is not None:
                     self.tuner.stop()
                 if step % 20 == 0:
@@ -382,7 +393,7 @@ class _Run:
             record = {
                 "epoch": epoch + 1, "step": (epoch + 1) * self.steps_per_epoch,
                 "train_loss": round(float(loss_sum) / max(seen, 1), 5),
-                "train_acc": round(float(correct) / max(seen, 1), 5),
+                "train_acc": round(float(correct) / max(seen_labelled, 1), 5),
                 "val_acc": round(val_acc, 5), "val_size": val_size,
                 "lr": self.scheduler.get_last_lr()[0], "elapsed_s": round(self.elapsed_s, 2),
                 "threads": torch.get_num_threads(),
@@ -398,6 +409,28 @@ class _Run:
             if epoch + 1 < self.epochs:
                 self.save_resume(epoch + 1)
         return self.history[-1] if self.history else {}
+
+
+class _SoftTargetLoss(nn.Module):
+    """Cross-entropy with label smoothing, where label ``NO_TARGET`` (-1, a target-free synthetic
+    image) is trained towards the uniform distribution: no class may claim an image without
+    evidence of its own."""
+
+    def __init__(self, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if bool((y >= 0).all()):
+            return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
+        k = logits.shape[1]
+        eps = self.label_smoothing
+        target = torch.full_like(logits, eps / k)
+        labelled = y >= 0
+        target[labelled] = target[labelled].scatter_add(
+            1, y[labelled, None], torch.full_like(logits[labelled, :1], 1 - eps))
+        target[~labelled] = 1.0 / k
+        return F.cross_entropy(logits, target)
 
 
 def _one_cycle(optimizer: torch.optim.Optimizer, lr: float, total_steps: int) -> Any:
@@ -526,7 +559,8 @@ def _run_synthetic(args: argparse.Namespace, variants: list[str], device: torch.
           f"{'bf16 autocast' if amp else 'float32'}", flush=True)
 
     total_steps = epochs * steps
-    dataset = synthetic.SyntheticBatches(total_steps, bs, seed=train_seed, size=size)
+    dataset = synthetic.SyntheticBatches(total_steps, bs, seed=train_seed, size=size,
+                                         no_target_every=hp["no_target_every"])
 
     # Every variant trains on the same stream: when several are trained in-process, keep the
     # generated batches (uint8, a few hundred MB per epoch) so the stream is rendered only once.
@@ -586,7 +620,7 @@ def _run_synthetic(args: argparse.Namespace, variants: list[str], device: torch.
             },
             "dataset": {
                 "generator": "attnviz.synthetic", "version": synthetic.VERSION, "image_size": size,
-                "train_seed": train_seed, "val_seed": val_seed,
+                "train_seed": train_seed, "val_seed": val_seed, "no_target_every": hp["no_target_every"],
             },
             "training": _training_info(command, args.seed, epochs, total_steps, bs, r.elapsed_s, device, max_threads),
             "metrics": {

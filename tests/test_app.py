@@ -104,7 +104,7 @@ def check_predictions(summary: dict) -> None:
 
 
 def check_inspect(out, variant: str | None = None) -> dict:
-    summary, label, gradcam, spatial, charts, overview, stats, files = out
+    summary, label, gradcam, spatial, overview, stats = out
     if variant is not None:
         assert summary["variant"] == variant
     assert summary["weights"] and summary["device"]
@@ -126,15 +126,17 @@ def check_inspect(out, variant: str | None = None) -> dict:
         assert name in item["caption"]
         stages.append(next(b["stage"] for b in blocks if b["name"] == name))
     assert stages == sorted(stages)  # grouped by stage
-    # One chart per channel-attention block, in depth order.
-    assert len(charts) == len(channel_blocks)
-    for item, b in zip(charts, channel_blocks):
-        assert item["caption"] == f"{b['name']} ({b['kind']})"
-        assert _not_blank(item["image"])
-    assert Path(overview).is_file()
+    assert summary["images"]["channel_charts"] == [b["name"] for b in channel_blocks]
+    assert Path(overview).is_file() and _not_blank(overview)
     assert (stats is None) == (not channel_blocks)
+    return summary
 
-    # Downloads: the CLI's files.
+
+def check_files(files, summary: dict) -> None:
+    """The downloads of an inspection (/inspect_files): the CLI's files, lossless figures."""
+    preds, view = summary["predictions"], tuple(summary["view_size"])
+    channel_blocks = [b for b in summary["blocks"] if b["channels"]]
+    spatial_blocks = [b for b in summary["blocks"] if b["spatial_shape"]]
     by_suffix = {Path(f).suffix: Path(f) for f in files}
     assert set(by_suffix) == {".zip", ".json", ".npz"}
     saved = json.loads(by_suffix[".json"].read_text())
@@ -145,13 +147,12 @@ def check_inspect(out, variant: str | None = None) -> dict:
         assert {f"channels_{b['name']}.png" for b in channel_blocks} <= names
         assert {f"spatial_{b['name']}.png" for b in spatial_blocks} <= names
         with Image.open(io.BytesIO(zf.read("gradcam.png"))) as im:
-            assert im.size == view
+            assert im.size == view and im.format == "PNG"
     with np.load(by_suffix[".npz"]) as npz:
         assert float(npz["probs"].sum()) == pytest.approx(1.0, abs=1e-4)
         assert npz["probs"].size == summary["num_classes"]
         for b in channel_blocks:
             assert npz[f"channel/{b['name']}"].shape == (b["channels"],)
-    return summary
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,7 +163,7 @@ def test_starts_fast_and_lists_named_endpoints(app_server, client):
     assert app_server.startup_s < 60, f"app took {app_server.startup_s:.1f} s to answer"
     info = client.view_api(print_info=False, return_format="dict")
     endpoints = info["named_endpoints"]
-    for name in ("/inspect", "/compare", "/compare_images"):
+    for name in ("/inspect", "/inspect_files", "/compare", "/compare_images"):
         assert name in endpoints, sorted(endpoints)
         params = endpoints[name]["parameters"]
         assert not params[0]["parameter_has_default"]
@@ -180,6 +181,8 @@ def test_inspect_every_builtin_variant(client, images, builtins):
     for name, v in builtins.items():
         out = client.predict(handle_file(str(images["jpeg"])), name, 0.7, "viridis", api_name="/inspect")
         summary = check_inspect(out, name)
+        check_files(client.predict(handle_file(str(images["jpeg"])), name, 0.7, "viridis",
+                                   api_name="/inspect_files"), summary)
         kinds = {b["kind"] for b in summary["blocks"]}
         assert kinds <= ({v.block} if v.block != "none" else set())
         assert set(summary["predictions"][0]) >= {"index", "label", "probability"}

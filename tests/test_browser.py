@@ -120,8 +120,9 @@ def test_inspect_in_browser(app_server, browser, shapes_image, expected, theme):
             assert thumbs.count() == n_spatial
             overlay = _assert_not_blank(page, thumbs.first, "spatial-attention overlay")
             assert overlay.shape[1::-1] == tuple(expected["view_size"])
+        # the downloads follow the views (drawn from the kept result right after them)
         for name in (".zip", ".json", ".npz"):
-            assert name in page.locator("#inspect-files").inner_text()
+            page.locator("#inspect-files").get_by_text(name).first.wait_for(timeout=TIMEOUT_MS)
 
         ARTIFACTS.mkdir(exist_ok=True)
         shot = ARTIFACTS / ("browser_inspect.png" if theme == "light" else f"browser_inspect_{theme}.png")

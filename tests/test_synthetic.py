@@ -114,3 +114,22 @@ def test_torch_datasets():
     stream = iter(S.SyntheticStream(seed=2, size=64, start=100))
     first = [next(stream) for _ in range(5)]
     assert torch.equal(first[3][0], img) and first[3][1] == label
+
+
+def test_target_free_samples_are_the_same_scene_without_the_target():
+    a = S.generate(12, seed=9)
+    b = S.generate(12, seed=9, with_target=False)
+    assert b.label == S.NO_TARGET and not b.mask.any() and b.box == (0, 0, 0, 0)
+    assert b.objects == a.objects[:-1] and not any(o.is_target for o in b.objects)
+    assert np.array_equal(a.image[~a.mask], b.image[~a.mask])  # same background and distractors
+    assert not np.array_equal(a.image[a.mask], b.image[a.mask])  # the target is gone
+
+
+def test_streams_leave_out_every_kth_target():
+    _, labels, masks = S.make_batch(0, 16, seed=4, with_masks=True, no_target_every=4)
+    assert [i for i, y in enumerate(labels) if y == S.NO_TARGET] == [3, 7, 11, 15]
+    assert all(m.any() == (y >= 0) for m, y in zip(masks, labels))
+    _, plain, _ = S.make_batch(0, 16, seed=4)
+    assert (plain >= 0).all() and np.array_equal(plain[labels >= 0], labels[labels >= 0])
+    xb, yb = S.SyntheticBatches(2, 8, seed=4, size=64, no_target_every=4)[1]
+    assert yb.tolist().count(S.NO_TARGET) == 2

@@ -106,7 +106,9 @@ class AttentionResNet(nn.Module):
     ``attn`` is a block kind from :data:`attnviz.blocks.BLOCKS` or ``None`` for the plain
     ResNet; ``attn_kwargs`` go to every block, ``stage_attn_kwargs[i]`` additionally to the
     blocks of stage ``i + 1`` (e.g. ECA's per-stage kernel sizes). ``forward_features`` returns
-    the last stage's output, ``forward_head`` the logits from it.
+    the last stage's output, ``forward_head`` the logits from it. ``stage_strides`` are the
+    first block's stride per stage (torchvision: 1, 2, 2, 2); a 1 in the last stage keeps a finer
+    last feature map, which is what Grad-CAM and the last stage's spatial gates are drawn on.
     """
 
     def __init__(
@@ -122,12 +124,15 @@ class AttentionResNet(nn.Module):
         stem_stride: int = 2,
         stem_pool: StemPool = "max",
         stride_in_1x1: bool = False,
+        stage_strides: Sequence[int] = (1, 2, 2, 2),
         in_chans: int = 3,
     ) -> None:
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(DEPTHS)}, got {depth}")
         block_name, layers = DEPTHS[depth]
+        if len(stage_strides) != len(layers) or any(s not in (1, 2) for s in stage_strides):
+            raise ValueError(f"stage_strides must be {len(layers)} values of 1 or 2, got {list(stage_strides)}")
         block_type = BLOCK_TYPES[block_name]
         self.depth = depth
         self.attn_kind = attn or "none"
@@ -151,8 +156,7 @@ class AttentionResNet(nn.Module):
             raise ValueError(f"stem_pool must be 'max', 'max_ceil' or 'none', got {stem_pool!r}")
 
         inplanes = stem_width
-        for i, (planes, n_blocks) in enumerate(zip(widths, layers)):
-            stride = 1 if i == 0 else 2
+        for i, (planes, n_blocks, stride) in enumerate(zip(widths, layers, stage_strides)):
             outplanes = planes * block_type.expansion
             downsample = None
             if stride != 1 or inplanes != outplanes:
