@@ -137,7 +137,7 @@ def _load(name: str | None, progress: gr.Progress | None = None, weights: str | 
     if progress is not None and name not in WEIGHT_FILES and not L.is_local(reg[name]):
         progress(0.05, desc=f"Downloading the weights of {name} (first use only)…")
     try:
-        return load_model(name, weights=WEIGHT_FILES.get(name), progress=True)
+        return load_model(name, weights=WEIGHT_FILES.get(name), progress=True, keep_loaded=True)
     except (WeightsError, OSError) as exc:
         raise gr.Error(L.weights_help(name, exc), duration=None) from None
 

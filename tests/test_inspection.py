@@ -134,3 +134,22 @@ def test_user_checkpoints_do_not_pile_up_in_the_cache(loaded, tmp_path):
     assert len(user) == loading.MAX_USER_WEIGHTS_LOADED
     assert {k[1] for k in user} == {str(files[2].resolve()), str(files[3].resolve())}
     assert attnviz.load_model(BUILTIN, device="cpu") is loaded  # the zoo's own stays
+
+
+def test_kept_checkpoints_stay_loaded_while_uploads_rotate(loaded, tmp_path):
+    """A server's configured files (keep_loaded) are not evicted by uploads, nor count against them."""
+    from attnviz.models import loading
+
+    kept = []
+    for i in range(3):
+        f = tmp_path / f"configured{i}.pth"
+        torch.save(loaded.model.state_dict(), f)
+        kept.append(attnviz.load_model(BUILTIN, weights=f, device="cpu", keep_loaded=True))
+    for i in range(3):
+        f = tmp_path / f"upload{i}.pth"
+        torch.save(loaded.model.state_dict(), f)
+        attnviz.load_model(BUILTIN, weights=f, device="cpu")
+    for i, k in enumerate(kept):  # same objects: never reloaded
+        assert attnviz.load_model(BUILTIN, weights=tmp_path / f"configured{i}.pth", device="cpu") is k
+    uploads = [k for k in loading._cache if k[1] is not None and k not in loading._kept]
+    assert len(uploads) == loading.MAX_USER_WEIGHTS_LOADED

@@ -62,10 +62,12 @@ def default_variant_name() -> str:
 
 
 #: Models loaded from a user's own file (uploads) kept at once; older ones are forgotten so a
-#: long-running server does not grow with every upload. The zoo's own weights stay loaded.
+#: long-running server does not grow with every upload. The zoo's own weights, and files loaded
+#: with ``keep_loaded=True`` (a server's configured checkpoints), stay loaded.
 MAX_USER_WEIGHTS_LOADED = 2
 
 _cache: dict[tuple, LoadedModel] = {}
+_kept: set[tuple] = set()  # keys of user files loaded with keep_loaded=True
 _cache_lock = threading.Lock()
 _load_locks: dict[tuple, threading.Lock] = {}
 
@@ -77,6 +79,7 @@ def load_model(
     device: str | torch.device | None = None,
     download: bool = True,
     progress: bool = True,
+    keep_loaded: bool = False,
 ) -> LoadedModel:
     """Build ``variant`` (default: :func:`default_variant_name`) and load its weights.
 
@@ -84,7 +87,9 @@ def load_model(
     without ``module.``, nested ``state_dict`` or not, in any supported source layout); without
     it the variant's own weights are used: the built-in file, or the ImageNet download
     (cached by torch hub / the Hugging Face Hub). Each (variant, weights, device) is loaded
-    once per process and shared; the returned model must be treated as read-only.
+    once per process and shared; the returned model must be treated as read-only. Of models
+    loaded from ``weights`` files only the last :data:`MAX_USER_WEIGHTS_LOADED` are kept,
+    unless ``keep_loaded`` (for a fixed set of files, e.g. a server's ``--weights``).
     """
     v = variant if isinstance(variant, Variant) else get_variant(variant or default_variant_name())
     dev = pick_device(device)
@@ -103,7 +108,9 @@ def load_model(
         loaded = _load_uncached(v, wpath, dev, download=download, progress=progress)
         with _cache_lock:
             _cache[key] = loaded
-            user_keys = [k for k in _cache if k[1] is not None]  # insertion order: oldest first
+            if keep_loaded:
+                _kept.add(key)
+            user_keys = [k for k in _cache if k[1] is not None and k not in _kept]  # oldest first
             for old in user_keys[:-MAX_USER_WEIGHTS_LOADED]:
                 del _cache[old]
                 _load_locks.pop(old, None)
@@ -160,3 +167,4 @@ def clear_cache() -> None:
     with _cache_lock:
         _cache.clear()
         _load_locks.clear()
+        _kept.clear()
