@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -63,15 +64,22 @@ class SpatialStats:
 
 @dataclass
 class BlockResult:
-    """One attention block's gates for one image: ``channel`` [C], ``spatial`` [H, W]."""
+    """One attention block's gates for one image: ``channel`` [C], ``spatial`` [H, W]; their
+    statistics are computed on first access (many callers only need the arrays)."""
 
     name: str
     kind: str
     stage: int | None
     channel: np.ndarray | None
     spatial: np.ndarray | None
-    channel_stats: ChannelStats | None
-    spatial_stats: SpatialStats | None
+
+    @cached_property
+    def channel_stats(self) -> ChannelStats | None:
+        return None if self.channel is None else channel_stats(self.channel)
+
+    @cached_property
+    def spatial_stats(self) -> SpatialStats | None:
+        return None if self.spatial is None else spatial_stats(self.spatial)
 
 
 @dataclass
@@ -254,11 +262,7 @@ def inspect_batch(
         for bc in cap:
             ch = None if bc.channel is None else bc.channel[i].numpy()
             sp = None if bc.spatial is None else bc.spatial[i].numpy()
-            blocks.append(BlockResult(
-                name=bc.name, kind=bc.kind, stage=bc.stage, channel=ch, spatial=sp,
-                channel_stats=None if ch is None else channel_stats(ch),
-                spatial_stats=None if sp is None else spatial_stats(sp),
-            ))
+            blocks.append(BlockResult(name=bc.name, kind=bc.kind, stage=bc.stage, channel=ch, spatial=sp))
         target = None
         if cam is not None:
             j = cam_idx[i]

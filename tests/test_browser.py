@@ -74,8 +74,8 @@ def _assert_not_blank(page, locator, what: str) -> np.ndarray:
     return px
 
 
-def test_cached_example_in_browser(app_server, browser):
-    """Clicking an example (assets/, run on the built-in model, cached lazily) fills the outputs."""
+def test_example_in_browser(app_server, browser):
+    """Clicking an example (assets/, run on the built-in model) fills the views, then the downloads."""
     assets = ROOT / "assets"
     if not any(p.suffix.lower() in {".png", ".jpg", ".jpeg", ".webp"} for p in assets.glob("*")):
         pytest.skip("no example images in assets/")
@@ -87,6 +87,35 @@ def test_cached_example_in_browser(app_server, browser):
         _assert_not_blank(page, page.locator("#inspect-chart img"), "channel chart of the example")
         _assert_not_blank(page, page.locator("#inspect-gradcam img"), "Grad-CAM of the example")
         assert "ran on" in page.locator("#inspect-weights").inner_text()
+        page.locator("#inspect-files").get_by_text(".npz").first.wait_for(timeout=TIMEOUT_MS)
+    finally:
+        page.close()
+
+
+def test_block_selector_draws_that_blocks_chart(app_server, browser, shapes_image, expected):
+    """Choosing another block redraws the channel chart from the kept result (no new inspection)."""
+    blocks = expected["images"]["channel_charts"]
+    if len(blocks) < 2:
+        pytest.skip("the default model has fewer than two channel-attention blocks")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(app_server.url, timeout=TIMEOUT_MS)
+        page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#inspect-image input[type=file]").set_input_files(str(shapes_image))
+        page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        page.locator("#inspect-run").click()
+        chart = page.locator("#inspect-chart img")
+        deepest = _assert_not_blank(page, chart, "channel chart of the deepest block")
+        first_src = chart.get_attribute("src")
+        assert page.locator("#inspect-block input").input_value() == blocks[-1]
+
+        page.locator("#inspect-block input").click()
+        page.get_by_role("option", name=blocks[0], exact=True).click()
+        page.wait_for_function("src => { const im = document.querySelector('#inspect-chart img');"
+                               " return im && im.src !== src && im.complete && im.naturalWidth > 0; }",
+                               arg=first_src, timeout=TIMEOUT_MS)
+        shallow = _assert_not_blank(page, chart, f"channel chart of {blocks[0]}")
+        assert shallow.shape != deepest.shape or np.abs(shallow - deepest).mean() > 1.0
     finally:
         page.close()
 
