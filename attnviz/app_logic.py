@@ -174,8 +174,7 @@ def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, color
     spatial = [(paths[f"spatial_{b.name}.png"], spatial_caption(b)) for b in shown]  # stable: depth order in a stage
     overview = stats = ""
     if charts:
-        blocks = result.channel_blocks
-        overview = save_png(render.depth_overview([(b.name, b.channel) for b in blocks]), folder / "depth_overview.png")
+        overview = save_png(export.depth_overview(result), folder / "depth_overview.png")
         stats_im = depth_stats_chart(result)
         stats = None if stats_im is None else save_png(stats_im, folder / "depth_stats.png")
     return InspectViews(folder=folder, input=paths["input.png"], gradcam=paths.get("gradcam.png"),

@@ -55,12 +55,17 @@ def channel_chart(result: Inspection, block: str) -> Image.Image:
     return render.channel_bar_chart(b.channel, title=f"{result.variant} · {b.name} ({b.kind}) · {b.channel.size} channels")
 
 
+def depth_overview(result: Inspection) -> Image.Image:
+    """Every channel gate at a glance (blocks × channels), ``depth_overview.png`` of :func:`figures`."""
+    return render.depth_overview([(b.name, b.channel) for b in result.channel_blocks])
+
+
 def chart_figures(result: Inspection) -> dict[str, Image.Image]:
     """The chart figures by file name: one bar chart per channel gate and the depth overview."""
     channel_blocks = result.channel_blocks
     out = {f"channels_{b.name}.png": channel_chart(result, b.name) for b in channel_blocks}
     if channel_blocks:
-        out["depth_overview.png"] = render.depth_overview([(b.name, b.channel) for b in channel_blocks])
+        out["depth_overview.png"] = depth_overview(result)
     return out
 
 

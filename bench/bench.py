@@ -1049,7 +1049,7 @@ def write_markdown(path: Path, *, report: dict, results: Results, targets: list[
     if "app_endpoints" in report or report.get("skips"):
         L += ["## App", ""]
         if "app_endpoints" in report:
-            L += [f"- Endpoints found: " + "; ".join(f"`{k}`({', '.join(v)})" for k, v in report["app_endpoints"].items())]
+            L += ["- Endpoints found: " + "; ".join(f"`{k}`({', '.join(v)})" for k, v in report["app_endpoints"].items())]
             if "app_weights" in report:
                 L += [f"- Weights in the app: {report['app_weights']}; built-in models from `checkpoints/` "
                       f"(default `{report.get('app_builtin')}`)."]
