@@ -163,20 +163,20 @@ def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, color
     maps (only ``spatial_blocks`` when given) as JPEG; with ``charts`` the depth overview and the
     gate statistics along depth as PNG."""
     folder.mkdir(parents=True, exist_ok=True)
-    figs = export.overlay_figures(result, colormap=colormap, alpha=alpha, view_size=VIEW_SIZE,
-                                  spatial_blocks=spatial_blocks)
-    paths: dict[str, str] = {}
-    for name, data in export.jpeg_bytes(figs).items():
-        path = folder / name.replace(".png", ".jpg")
-        path.write_bytes(data)
-        paths[name] = str(path)
-    shown = sorted((b for b in result.spatial_blocks if f"spatial_{b.name}.png" in paths), key=stage_key)
-    spatial = [(paths[f"spatial_{b.name}.png"], spatial_caption(b)) for b in shown]  # stable: depth order in a stage
+    pending = export.submit_jpegs(export.overlay_jobs(result, colormap=colormap, alpha=alpha, view_size=VIEW_SIZE,
+                                                      spatial_blocks=spatial_blocks))
     overview = stats = ""
-    if charts:
+    if charts:  # drawn here while the workers draw the overlays (charts use fonts: one thread)
         overview = save_png(export.depth_overview(result), folder / "depth_overview.png")
         stats_im = depth_stats_chart(result)
         stats = None if stats_im is None else save_png(stats_im, folder / "depth_stats.png")
+    paths: dict[str, str] = {}
+    for name, future in pending.items():
+        path = folder / name.replace(".png", ".jpg")
+        path.write_bytes(future.result())
+        paths[name] = str(path)
+    shown = sorted((b for b in result.spatial_blocks if f"spatial_{b.name}.png" in paths), key=stage_key)
+    spatial = [(paths[f"spatial_{b.name}.png"], spatial_caption(b)) for b in shown]  # stable: depth order in a stage
     return InspectViews(folder=folder, input=paths["input.png"], gradcam=paths.get("gradcam.png"),
                         spatial=spatial, overview=overview, stats=stats)
 

@@ -8,8 +8,9 @@ import io
 import json
 import os
 import zipfile
-from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +26,29 @@ NPZ_KEYS_DOC = (
 )
 
 
+def overlay_jobs(
+    result: Inspection,
+    *,
+    colormap: str = "jet",
+    alpha: float = 0.5,
+    normalize: Literal["minmax", "none"] = "minmax",
+    view_size: int = 448,
+    spatial_blocks: Sequence[str] | None = None,
+) -> dict[str, Callable[[], Image.Image]]:
+    """What :func:`overlay_figures` draws, as calls not yet made (to run them in parallel:
+    overlays use numpy and PIL's C core, no fonts, so they are safe in worker threads)."""
+    view = result.view(view_size)  # drawn here, once, before any worker shares it
+    jobs: dict[str, Callable[[], Image.Image]] = {"input.png": lambda: view}
+    if result.gradcam is not None:
+        jobs["gradcam.png"] = partial(render.overlay, view, result.gradcam, alpha=alpha, colormap=colormap,
+                                      normalize="none")
+    for b in result.spatial_blocks:
+        if spatial_blocks is None or b.name in spatial_blocks:
+            jobs[f"spatial_{b.name}.png"] = partial(render.overlay, view, b.spatial, alpha=alpha,
+                                                    colormap=colormap, normalize=normalize)
+    return jobs
+
+
 def overlay_figures(
     result: Inspection,
     *,
@@ -36,15 +60,9 @@ def overlay_figures(
 ) -> dict[str, Image.Image]:
     """The image figures by file name: the model's view, Grad-CAM and one overlay per spatial
     gate (only those named in ``spatial_blocks``, when given)."""
-    view = result.view(view_size)
-    out: dict[str, Image.Image] = {"input.png": view}
-    if result.gradcam is not None:
-        out["gradcam.png"] = render.overlay(view, result.gradcam, alpha=alpha, colormap=colormap, normalize="none")
-    for b in result.spatial_blocks:
-        if spatial_blocks is None or b.name in spatial_blocks:
-            out[f"spatial_{b.name}.png"] = render.overlay(
-                view, b.spatial, alpha=alpha, colormap=colormap, normalize=normalize)
-    return out
+    jobs = overlay_jobs(result, colormap=colormap, alpha=alpha, normalize=normalize, view_size=view_size,
+                        spatial_blocks=spatial_blocks)
+    return {name: draw() for name, draw in jobs.items()}
 
 
 def channel_chart(result: Inspection, block: str) -> Image.Image:
@@ -103,9 +121,10 @@ def png_bytes(images: dict[str, Image.Image]) -> dict[str, bytes]:
     return dict(zip(images, _ENCODER.map(render.to_png_bytes, images.values())))
 
 
-def jpeg_bytes(images: dict[str, Image.Image]) -> dict[str, bytes]:
-    """Every figure encoded as JPEG (:func:`attnviz.render.to_jpeg_bytes`), in parallel."""
-    return dict(zip(images, _ENCODER.map(render.to_jpeg_bytes, images.values())))
+def submit_jpegs(jobs: dict[str, Callable[[], Image.Image]]) -> dict[str, Future[bytes]]:
+    """Draw and JPEG-encode (:func:`attnviz.render.to_jpeg_bytes`) every job in the worker
+    threads; the caller may do other work (e.g. charts, which use fonts) before the results."""
+    return {name: _ENCODER.submit(lambda draw=draw: render.to_jpeg_bytes(draw())) for name, draw in jobs.items()}
 
 
 def zip_bytes(files: dict[str, bytes]) -> bytes:
