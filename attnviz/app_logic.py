@@ -140,7 +140,6 @@ class InspectViews:
     opacity / colormap. Overlays are JPEG (fast to encode, small to send); charts are PNG. Only
     what is shown is rendered: the downloads (:func:`write_downloads`) are made separately."""
 
-    folder: Path
     input: str  # the model's view
     gradcam: str | None
     spatial: list[tuple[str, str]]  # (path, caption), grouped by stage
@@ -177,7 +176,7 @@ def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, color
         paths[name] = str(path)
     shown = sorted((b for b in result.spatial_blocks if f"spatial_{b.name}.png" in paths), key=stage_key)
     spatial = [(paths[f"spatial_{b.name}.png"], spatial_caption(b)) for b in shown]  # stable: depth order in a stage
-    return InspectViews(folder=folder, input=paths["input.png"], gradcam=paths.get("gradcam.png"),
+    return InspectViews(input=paths["input.png"], gradcam=paths.get("gradcam.png"),
                         spatial=spatial, overview=overview, stats=stats)
 
 

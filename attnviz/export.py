@@ -35,8 +35,9 @@ def overlay_jobs(
     view_size: int = 448,
     spatial_blocks: Sequence[str] | None = None,
 ) -> dict[str, Callable[[], Image.Image]]:
-    """What :func:`overlay_figures` draws, as calls not yet made (to run them in parallel:
-    overlays use numpy and PIL's C core, no fonts, so they are safe in worker threads)."""
+    """The image figures by file name — the model's view, Grad-CAM and one overlay per spatial
+    gate (only those named in ``spatial_blocks``, when given) — as calls not yet made, so they
+    can run in parallel (overlays use numpy and PIL's C core, no fonts: safe in worker threads)."""
     view = result.view(view_size)  # drawn here, once, before any worker shares it
     jobs: dict[str, Callable[[], Image.Image]] = {"input.png": lambda: view}
     if result.gradcam is not None:
@@ -47,22 +48,6 @@ def overlay_jobs(
             jobs[f"spatial_{b.name}.png"] = partial(render.overlay, view, b.spatial, alpha=alpha,
                                                     colormap=colormap, normalize=normalize)
     return jobs
-
-
-def overlay_figures(
-    result: Inspection,
-    *,
-    colormap: str = "jet",
-    alpha: float = 0.5,
-    normalize: Literal["minmax", "none"] = "minmax",
-    view_size: int = 448,
-    spatial_blocks: Sequence[str] | None = None,
-) -> dict[str, Image.Image]:
-    """The image figures by file name: the model's view, Grad-CAM and one overlay per spatial
-    gate (only those named in ``spatial_blocks``, when given)."""
-    jobs = overlay_jobs(result, colormap=colormap, alpha=alpha, normalize=normalize, view_size=view_size,
-                        spatial_blocks=spatial_blocks)
-    return {name: draw() for name, draw in jobs.items()}
 
 
 def channel_chart(result: Inspection, block: str) -> Image.Image:
@@ -97,8 +82,8 @@ def figures(
 ) -> dict[str, Image.Image]:
     """Every figure of one inspection by file name: the model's view, Grad-CAM, one overlay per
     spatial gate, one bar chart per channel gate and the depth overview."""
-    return {**overlay_figures(result, colormap=colormap, alpha=alpha, normalize=normalize, view_size=view_size),
-            **chart_figures(result)}
+    jobs = overlay_jobs(result, colormap=colormap, alpha=alpha, normalize=normalize, view_size=view_size)
+    return {**{name: draw() for name, draw in jobs.items()}, **chart_figures(result)}
 
 
 def summary_json(result: Inspection) -> str:

@@ -423,13 +423,9 @@ class _SoftTargetLoss(nn.Module):
     def forward(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if bool((y >= 0).all()):
             return F.cross_entropy(logits, y, label_smoothing=self.label_smoothing)
-        k = logits.shape[1]
-        eps = self.label_smoothing
-        target = torch.full_like(logits, eps / k)
-        labelled = y >= 0
-        target[labelled] = target[labelled].scatter_add(
-            1, y[labelled, None], torch.full_like(logits[labelled, :1], 1 - eps))
-        target[~labelled] = 1.0 / k
+        k, eps = logits.shape[1], self.label_smoothing
+        target = F.one_hot(y.clamp(min=0), k).to(logits.dtype) * (1 - eps) + eps / k
+        target[y < 0] = 1.0 / k
         return F.cross_entropy(logits, target)
 
 
