@@ -83,7 +83,9 @@ def figures(
     """Every figure of one inspection by file name: the model's view, Grad-CAM, one overlay per
     spatial gate, one bar chart per channel gate and the depth overview."""
     jobs = overlay_jobs(result, colormap=colormap, alpha=alpha, normalize=normalize, view_size=view_size)
-    return {**{name: draw() for name, draw in jobs.items()}, **chart_figures(result)}
+    overlays = {name: _WORKERS.submit(draw) for name, draw in jobs.items()}
+    charts = chart_figures(result)  # here, while the workers draw the overlays (fonts: one thread)
+    return {**{name: future.result() for name, future in overlays.items()}, **charts}
 
 
 def summary_json(result: Inspection) -> str:
@@ -96,20 +98,22 @@ def npz_bytes(result: Inspection) -> bytes:
     return buf.getvalue()
 
 
-# PNG encoding is most of the cost of writing figures; Pillow releases the GIL while it
-# compresses, so the figures of one inspection are encoded in parallel.
-_ENCODER = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="attnviz-png")
+# Overlays (numpy, PIL's C core) and PNG / JPEG encoding release the GIL for most of their
+# time, so the figures of one inspection are drawn and encoded in parallel in these threads.
+# Charts are not: they draw text with shared font objects. Callers never run in these threads,
+# so waiting on their results cannot deadlock.
+_WORKERS = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="attnviz-figures")
 
 
 def png_bytes(images: dict[str, Image.Image]) -> dict[str, bytes]:
     """Every figure encoded as PNG, in parallel; same keys and order."""
-    return dict(zip(images, _ENCODER.map(render.to_png_bytes, images.values())))
+    return dict(zip(images, _WORKERS.map(render.to_png_bytes, images.values())))
 
 
 def submit_jpegs(jobs: dict[str, Callable[[], Image.Image]]) -> dict[str, Future[bytes]]:
     """Draw and JPEG-encode (:func:`attnviz.render.to_jpeg_bytes`) every job in the worker
     threads; the caller may do other work (e.g. charts, which use fonts) before the results."""
-    return {name: _ENCODER.submit(lambda draw=draw: render.to_jpeg_bytes(draw())) for name, draw in jobs.items()}
+    return {name: _WORKERS.submit(lambda draw=draw: render.to_jpeg_bytes(draw())) for name, draw in jobs.items()}
 
 
 def zip_bytes(files: dict[str, bytes]) -> bytes:

@@ -338,7 +338,10 @@ def fresh(result: attnviz.Inspection) -> attnviz.Inspection:
 # library rows (1-4)
 # --------------------------------------------------------------------------------------
 def library_tasks(name: str, loaded: attnviz.LoadedModel, image: Path, device: torch.device,
-                  fixed: attnviz.Inspection) -> list[Task]:
+                  fixed: attnviz.Inspection, limit_pairs: int = 1) -> list[Task]:
+    """Rows 1-4 of one variant. Bare forward and capture run ``limit_pairs`` times per repeat,
+    back to back in ABBA order: their target has the thinnest margin (5 %), and with 10 samples
+    the ratio of medians swings more than that under this machine's noise."""
     from pytorch_grad_cam import GradCAM as PgcGradCAM
     from torchcam.methods import GradCAM as TorchcamGradCAM
 
@@ -377,9 +380,10 @@ def library_tasks(name: str, loaded: attnviz.LoadedModel, image: Path, device: t
             cam(input_tensor=x, targets=None)  # None: the top-1 class; returns the 224x224 map
         model.zero_grad(set_to_none=True)  # pytorch-grad-cam backprops into .grad
 
+    abba = [("bare forward", name, bare), ("capture", name, cap), ("capture", name, cap), ("bare forward", name, bare)]
+    limit_rows = (abba * limit_pairs)[:2 * limit_pairs]
     return [
-        ("bare forward", name, bare),
-        ("capture", name, cap),
+        *limit_rows,
         ("inspect gradcam=False", name, inspect_only(False)),
         ("inspect gradcam=False + figures", name, inspect_full(False)),
         ("inspect gradcam=True", name, inspect_only(True)),
@@ -757,6 +761,14 @@ def app_section(args, image: Path, device: torch.device, imagenet: dict[str, att
             tasks.append(("library inspect + figures (as app)", imagenet_name,
                           lambda: export.figures(attnviz.inspect(image, lm, gradcam=app_gradcam))))
             tasks += [inspect_task(imagenet_name, mode) for mode in APP_MODES]
+        # Information: Gradio's floor for a response with as many files as /inspect's.
+        file_counts = sorted({report["app_files"][v] for v in (builtin, imagenet_name if imagenet_ok else None)
+                              if v is not None and report.get("app_files", {}).get(v, 0) > 1})
+        for n in file_counts:
+            for mode in APP_MODES:
+                tasks.append((f"echo app, n files round trip [{mode}]", f"{n} files",
+                              lambda c=clients[mode][0], n=n: call(
+                                  c, "/echo_files", {"image": handle_file(str(image)), "n": n})))
 
         # /compare of 4 variants next to the single /inspect of each.
         compare_set: list[str] = []
@@ -917,8 +929,8 @@ ROW_ORDER = {r: i for i, r in enumerate([
     "torchcam GradCAM", "pytorch-grad-cam GradCAM",
 ])}
 ROW_PREFIXES = ("bare forward [", "capture [", "inspect gradcam=True [", "inspect_batch",
-                "library inspect + figures (as app)", "echo app round trip", "app /inspect round trip",
-                "app /compare round trip")
+                "library inspect + figures (as app)", "echo app round trip", "echo app, n files",
+                "app /inspect round trip", "app /compare round trip")
 
 
 def ratio_table_md(results: Results, variants: list[str]) -> list[str]:
@@ -942,6 +954,25 @@ def ratio_table_md(results: Results, variants: list[str]) -> list[str]:
         vals = [results.med(num, v) / results.med(den, v) for v in variants]
         lines.append(f"| {label} | " + " | ".join(fmt(x, 3) for x in vals) + " |")
     return lines
+
+
+def per_file_floor_md(results: Results, report: dict) -> list[str]:
+    """Information, not a target: /inspect against an echo returning as many files (Gradio's and
+    gradio_client's cost for a response of that shape), next to the one-image echo."""
+    counts = report.get("app_files") or {}
+    lines = ["| mode | variant | files | app /inspect ms | echo, 1 image ms | echo, same number of files ms | "
+             "(app − echo with as many files) / library |", "|---|---|---:|---:|---:|---:|---:|"]
+    for mode in APP_MODES:
+        for (row, v), s in results.series.items():
+            n = counts.get(v, 0)
+            floor = results.get(f"echo app, n files round trip [{mode}]", f"{n} files")
+            lib = results.get("library inspect + figures (as app)", v)
+            if row != f"app /inspect round trip [{mode}]" or floor is None or lib is None:
+                continue
+            one = results.med(f"echo app round trip [{mode}]", "-")
+            lines.append(f"| {mode} | {v} | {n} | {fmt(s.median_ms)} | {fmt(one)} | {fmt(floor.median_ms)} | "
+                         f"{fmt((s.median_ms - floor.median_ms) / lib.median_ms, 3)} × |")
+    return lines if len(lines) > 2 else []
 
 
 def targets_md(targets: list[dict]) -> list[str]:
@@ -976,6 +1007,12 @@ def print_console(results: Results, targets: list[dict], variants: list[str], re
         print(f"{'PASS' if t['pass'] else 'FAIL'}  {t['target']} [{t['variant']}]: "
               f"{fmt(t['value'], 3 if unit == '×' else 1)} {unit} (limit {t['limit']:.3g}){paired}"
               f"{'  ' + t['note'] if t['note'] else ''}")
+    floor = per_file_floor_md(results, report)
+    if floor:
+        print("\n== app against an echo with as many files (information) ==")
+        for line in floor:
+            if not line.startswith("|---"):
+                print(line.replace("|", " ").strip())
     for s in report.get("skips", []):
         print(f"SKIP  {s}")
 
@@ -1017,7 +1054,9 @@ def write_markdown(path: Path, *, report: dict, results: Results, targets: list[
           "tools see the same weights. Speed does not depend on the weight values; predictions are meaningless.",
           "- Interleaving: within a section every (row, variant) runs once per repeat, in one loop, the order "
           "rotated each repeat, so load from other processes hits all rows alike. Targets use the ratio of "
-          "medians; the median of per-repeat paired ratios is shown next to it.",
+          "medians; the median of per-repeat paired ratios is shown next to it. Bare forward and capture "
+          f"run {a.limit_pairs} times each per repeat, back to back in ABBA order (`--limit-pairs`; "
+          f"{a.limit_pairs * a.repeats} samples): their target has the thinnest margin.",
           "- Rows: *bare forward* = `model(x)` under `torch.inference_mode()`, no hooks; *capture* = "
           "`with attnviz.capture(model), torch.inference_mode(): model(x)`; *inspect* = "
           "`attnviz.inspect(image_path, loaded, gradcam=…)`; *(tensor input)* = `attnviz.inspect(prepared, "
@@ -1031,6 +1070,14 @@ def write_markdown(path: Path, *, report: dict, results: Results, targets: list[
     L += ["## Timings", ""] + results_table_md(results) + [""]
     L += ["## Ratios", ""] + ratio_table_md(results, variants) + [""]
     L += ["## Targets", ""] + targets_md(targets) + [""]
+    floor = per_file_floor_md(results, report)
+    if floor:
+        L += ["## App against an echo with as many files (information, not a target)", "",
+              "The targets subtract the one-image echo. gradio_client fetches each output file with a new "
+              "httpx client, so a response's cost grows with its number of files whatever the app does; "
+              "`/echo_files` (`bench/echo_app.py`) returns the input image as that many JPEG files, served "
+              "from a static folder like the app's, so the last column is the app's own work against the "
+              "library's.", ""] + floor + [""]
     mem = report.get("memory")
     if mem:
         L += ["## Memory", "",
@@ -1101,6 +1148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--repeats", type=int, default=10, help="timed runs per row (default 10)")
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per row first (default 3)")
+    p.add_argument("--limit-pairs", type=int, default=4,
+                   help="bare-forward / capture pairs per repeat, ABBA order (default 4: 40 samples each)")
     p.add_argument("--skip-app", action="store_true", help="skip the Gradio rows (5 and 6)")
     p.add_argument("--requests", type=int, default=500, help="/inspect requests for the server RSS growth")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="Markdown report (default BENCHMARKS.md)")
@@ -1115,8 +1164,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Another app script (e.g. a stand-in while app.py is being written); default app.py.
     p.add_argument("--app", default=str(APP), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.repeats < 1 or args.warmup < 0:
-        p.error("--repeats must be ≥ 1 and --warmup ≥ 0")
+    if args.repeats < 1 or args.warmup < 0 or args.limit_pairs < 1:
+        p.error("--repeats and --limit-pairs must be ≥ 1 and --warmup ≥ 0")
     unknown = set(args.variants.split(",")) - set(RESNET50S)
     if unknown:
         p.error(f"unknown variants {sorted(unknown)}; choose from {', '.join(RESNET50S)}")
@@ -1167,7 +1216,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in variants:
             loaded = models[name]
             fixed = attnviz.inspect(image, loaded, gradcam=True)
-            tasks += library_tasks(name, loaded, image, device, fixed)
+            tasks += library_tasks(name, loaded, image, device, fixed, args.limit_pairs)
             if device.type == "cuda" or args.accel_rows:
                 tasks += accel_tasks(name, loaded, image, device, args.amp, checks)
         report["accel_checks"] = checks
