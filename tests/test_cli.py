@@ -94,6 +94,24 @@ def test_inspect_writes_documented_files_and_reports_broken_file(images, tmp_pat
     assert not (out / "broken.json").exists()
 
 
+def test_inspect_reports_unwritable_outputs_per_image(images, tmp_path):
+    """--out that is a file: a usage error up front. A file in the way of one image's figure
+    folder: that image is reported, the others are written, exit 1, no traceback."""
+    not_a_folder = tmp_path / "out.txt"
+    not_a_folder.write_text("x")
+    res = run_cli("inspect", str(images["a"]), "--variant", BUILTIN, "--out", str(not_a_folder))
+    assert res.returncode == 2 and "not a folder" in res.stderr and "Traceback" not in res.stderr
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a").write_text("in the way of a's figures")
+    res = run_cli("inspect", str(images["a"]), str(images["a_again"]), "--variant", BUILTIN, "--out", str(out))
+    assert res.returncode == 1 and "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if "error" in line]
+    assert len(errors) == 1 and "a: cannot write" in errors[0]
+    assert (out / "a-2" / "gradcam.png").is_file() and (out / "a-2.json").is_file()
+
+
 def test_inspect_with_local_weights_file(images, tmp_path):
     """--weights: a user checkpoint with module. prefix nested in state_dict loads."""
     loaded = attnviz.load_model(BUILTIN, device="cpu")
