@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """attnviz benchmark: one run, one image, one set of weights, every tool side by side.
 
-    python bench/bench.py [--repeats 10] [--warmup 3] [--skip-app] [--requests 500]
+    python bench/bench.py [--repeats 10] [--warmup 3] [--skip-cli] [--skip-app] [--requests 500]
                           [--out BENCHMARKS.md] [--device cpu|cuda] [--amp bf16|fp16]
 
 What is timed (batch 1, 224 px, medians and p90 over ``--repeats`` runs after ``--warmup``):
@@ -14,6 +14,7 @@ What is timed (batch 1, 224 px, medians and p90 over ``--repeats`` runs after ``
    peers get (their comparison targets use that row);
 4. torchcam's and pytorch-grad-cam's ``GradCAM`` on the same model and input tensor
    (hooks, forward, backward, map);
+4b. ``python -m attnviz inspect`` throughput (images/s) on 16 images, with and without figures;
 5. the Gradio app's ``/inspect`` and ``/compare`` round trips through ``gradio_client`` next
    to a trivial echo app (``bench/echo_app.py``: Gradio's own floor) and next to the
    library's full inspection of the same model;
@@ -489,6 +490,57 @@ def batch_throughput(models: dict[str, attnviz.LoadedModel], image: Path, timer:
     return rows
 
 
+CLI_IMAGES = 16
+
+
+def cli_throughput(models: dict[str, attnviz.LoadedModel], image: Path, device: torch.device,
+                   tmp: Path, repeats: int, warmup: int, results: Results) -> list[dict]:
+    """``python -m attnviz inspect`` on ``CLI_IMAGES`` copies of the image (run in this process:
+    the model is loaded once, by the warm-up), with and without figures, for one ResNet-50 (its
+    random-init weights saved as the ``--weights`` file) and the default built-in model."""
+    from safetensors.torch import save_file
+
+    from attnviz import cli
+
+    folder = tmp / "cli_images"
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for i in range(CLI_IMAGES):
+        paths.append(folder / f"image_{i:02d}{image.suffix}")
+        shutil.copyfile(image, paths[-1])
+    runs: list[tuple[str, list[str]]] = []
+    name = next((n for n in ("cbam_resnet50", *RESNET50S) if n in models), None)
+    if name is not None:
+        weights = tmp / f"{name}.safetensors"
+        save_file({k: v.detach().cpu().contiguous() for k, v in models[name].model.state_dict().items()}, str(weights))
+        runs.append((name, ["--variant", name, "--weights", str(weights)]))
+    builtin = attnviz.default_variant_name()
+    if attnviz.variants().get(builtin) is not None and attnviz.variants()[builtin].builtin:
+        runs.append((builtin, ["--variant", builtin]))
+    rows = []
+    for variant, args in runs:
+        for figures in (True, False):
+            row = f"CLI inspect, {CLI_IMAGES} images" + ("" if figures else ", --no-figures")
+            argv = ["inspect", *map(str, paths), "--out", str(tmp / "cli_out"), "--device", device.type, "-q",
+                    *args, *([] if figures else ["--no-figures"])]
+            for r in range(warmup + repeats):
+                shutil.rmtree(tmp / "cli_out", ignore_errors=True)
+                t0 = time.perf_counter()
+                status = cli.main(argv)
+                dt = time.perf_counter() - t0
+                if status != 0:
+                    raise RuntimeError(f"attnviz inspect exited with {status} ({variant})")
+                if r >= warmup:
+                    results.add(row, variant, dt)
+            med = results.med(row, variant)
+            rows.append({"variant": variant, "figures": figures, "median_ms": med,
+                         "images_per_s": 1e3 * CLI_IMAGES / med})
+            print(f"  [cli] {variant} figures={figures}: {1e3 * CLI_IMAGES / med:.1f} images/s",
+                  file=sys.stderr, flush=True)
+    shutil.rmtree(tmp / "cli_out", ignore_errors=True)
+    return rows
+
+
 # --------------------------------------------------------------------------------------
 # app rows (5, 6)
 # --------------------------------------------------------------------------------------
@@ -928,7 +980,7 @@ ROW_ORDER = {r: i for i, r in enumerate([
     "figures (render only)",
     "torchcam GradCAM", "pytorch-grad-cam GradCAM",
 ])}
-ROW_PREFIXES = ("bare forward [", "capture [", "inspect gradcam=True [", "inspect_batch",
+ROW_PREFIXES = ("bare forward [", "capture [", "inspect gradcam=True [", "inspect_batch", "CLI inspect",
                 "library inspect + figures (as app)", "echo app round trip", "echo app, n files",
                 "app /inspect round trip", "app /compare round trip")
 
@@ -1129,6 +1181,16 @@ def write_markdown(path: Path, *, report: dict, results: Results, targets: list[
                      f"{c['fp32_margin']:.3g} | {c['max_gate_err']:.2e}"
                      f"{'' if c['max_gate_err'] <= 1e-2 else ' **> 1e-2**'} | {c['logit_err']:.2e} |")
         L += [""]
+    if report.get("cli"):
+        L += [f"## CLI throughput (`python -m attnviz inspect`, {CLI_IMAGES} images per run, Grad-CAM on)", "",
+              f"Batch size: the CLI's default ({'16' if a.device == 'cuda' else '1'} on {a.device}); median "
+              f"over {a.repeats} runs after {a.warmup} warm-up runs (the first loads the model). With figures, "
+              "every image gets its JSON, NPZ and all figures as lossless PNG; without, JSON and NPZ only.", "",
+              "| variant | figures | median s / run | images/s |", "|---|:---:|---:|---:|"]
+        for r in report["cli"]:
+            L.append(f"| {r['variant']} | {'yes' if r['figures'] else 'no'} | {r['median_ms'] / 1e3:.2f} | "
+                     f"{r['images_per_s']:.1f} |")
+        L += [""]
     if report.get("throughput"):
         L += ["## Batch throughput (`attnviz.inspect_batch`, Grad-CAM on)", "",
               "| variant | batch | median ms / batch | images/s |", "|---|---:|---:|---:|"]
@@ -1150,6 +1212,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed runs per row first (default 3)")
     p.add_argument("--limit-pairs", type=int, default=4,
                    help="bare-forward / capture pairs per repeat, ABBA order (default 4: 40 samples each)")
+    p.add_argument("--skip-cli", action="store_true", help="skip the CLI throughput rows")
     p.add_argument("--skip-app", action="store_true", help="skip the Gradio rows (5 and 6)")
     p.add_argument("--requests", type=int, default=500, help="/inspect requests for the server RSS growth")
     p.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"), help="Markdown report (default BENCHMARKS.md)")
@@ -1226,6 +1289,11 @@ def main(argv: list[str] | None = None) -> int:
             report["throughput"] = batch_throughput(
                 {n: models[n] for n in variants}, image, timer, args.repeats, args.warmup, results) \
                 if device.type == "cuda" else []
+
+        if args.skip_cli:
+            report.setdefault("skips", []).append("CLI throughput skipped: --skip-cli")
+        else:
+            report["cli"] = cli_throughput(models, image, device, tmp, args.repeats, args.warmup, results)
 
         # Rows 5-6.
         if args.skip_app:
