@@ -18,8 +18,6 @@ import shutil
 import signal
 import sys
 import tempfile
-import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -64,20 +62,7 @@ atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 # Outputs are served from the scratch folder itself (per-request folders with random names,
 # removed after an hour) instead of being hashed and copied into gradio's cache one by one.
 gr.set_static_paths([_SCRATCH])
-
-
-def _scratch_dir() -> Path:
-    """A fresh folder for one request's downloads; folders older than an hour are removed."""
-    now = time.time()
-    for old in _SCRATCH.iterdir():
-        try:
-            if now - old.stat().st_mtime > 3600:
-                shutil.rmtree(old, ignore_errors=True)
-        except OSError:
-            pass
-    d = _SCRATCH / uuid.uuid4().hex
-    d.mkdir()
-    return d
+_scratch_dir = L.ScratchFolders(_SCRATCH).new
 
 
 # ----------------------------------------------------------------------------------------------

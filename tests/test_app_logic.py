@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from pathlib import Path
 
@@ -63,3 +64,30 @@ def test_downloads_hold_lossless_figures_and_the_charts_shown(result, tmp_path):
         for b in result.spatial_blocks:
             with Image.open(io.BytesIO(zf.read(f"spatial_{b.name}.png"))) as im:
                 assert im.format == "PNG"
+
+
+def test_scratch_folders_sweep_old_ones_at_most_once_per_interval(tmp_path):
+    now = [10_000.0]
+    scratch = L.ScratchFolders(tmp_path, max_age_s=3600, sweep_every_s=60, clock=lambda: now[0])
+
+    def aged(name: str, age_s: float) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "overlay.jpg").write_bytes(b"x")
+        os.utime(folder, (now[0] - age_s, now[0] - age_s))
+        return folder
+
+    stale, young = aged("stale", 7200), aged("young", 60)
+    first = scratch.new()  # the first request sweeps
+    assert first.is_dir() and first.parent == tmp_path
+    assert not stale.exists() and young.exists()
+
+    late = aged("stale-later", 7200)
+    now[0] += 30  # within the interval: no sweep, however many requests
+    for _ in range(5):
+        scratch.new()
+    assert late.exists()
+    now[0] += 31  # past it: the next request sweeps again
+    scratch.new()
+    assert not late.exists() and young.exists() and first.exists()
+    assert len(list(tmp_path.iterdir())) == 8  # young, the first, five within the interval, the last
