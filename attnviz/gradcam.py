@@ -73,9 +73,10 @@ class GradCamRecorder:
         score = logits.gather(1, idx.view(b, 1)).sum()
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(score, self.activation, retain_graph=not self.owns_graph)
-        act = self.activation.detach()
-        weights = grad.mean((2, 3), keepdim=True)
-        raw = torch.relu((weights * act).sum(1)).float()
+        # float32 whatever the forward ran in (autocast): the sum runs over up to 2048 channels
+        act = self.activation.detach().float()
+        weights = grad.float().mean((2, 3), keepdim=True)
+        raw = torch.relu((weights * act).sum(1))
         peak = raw.flatten(1).amax(1).clamp_min(1e-12).view(b, 1, 1)
         return GradCamResult(maps=raw / peak, raw=raw, class_index=idx)
 

@@ -112,6 +112,17 @@ def test_inspect_reports_unwritable_outputs_per_image(images, tmp_path):
     assert (out / "a-2" / "gradcam.png").is_file() and (out / "a-2.json").is_file()
 
 
+def test_inspect_amp(images, tmp_path):
+    res = run_cli("inspect", str(images["a"]), "--variant", BUILTIN, "--out", str(tmp_path / "fp16"),
+                  "--amp", "fp16", "--device", "cpu")
+    assert res.returncode == 2 and "CUDA" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "fp16").exists()
+    res = run_cli("inspect", str(images["a"]), "--variant", BUILTIN, "--out", str(tmp_path / "bf16"),
+                  "--amp", "bf16", "--no-figures")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "bf16" / "a.json").read_text())["amp"] == "bf16"
+
+
 def test_inspect_with_local_weights_file(images, tmp_path):
     """--weights: a user checkpoint with module. prefix nested in state_dict loads."""
     loaded = attnviz.load_model(BUILTIN, device="cpu")
