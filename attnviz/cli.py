@@ -150,6 +150,8 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .inspection import AMP_DTYPES
+
     parser = argparse.ArgumentParser(prog="python -m attnviz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -168,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--target-class", type=int, default=None, help="class Grad-CAM explains (default: top-1)")
     p.add_argument("--no-gradcam", action="store_true")
-    p.add_argument("--amp", choices=("bf16", "fp16"), default=None,
+    p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None,
                    help="forward under bfloat16 (CPU with native bf16, CUDA) or float16 (CUDA) autocast: "
                         "faster, gate values up to ~6e-2 off float32's (default: float32)")
     p.add_argument("--no-figures", action="store_true", help="write only JSON and NPZ")

@@ -125,10 +125,6 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def figures_zip(images: dict[str, Image.Image]) -> bytes:
-    return zip_bytes(png_bytes(images))
-
-
 def write_inspection(
     result: Inspection,
     out_dir: str | Path,

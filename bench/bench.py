@@ -63,6 +63,7 @@ import torch  # noqa: E402
 
 import attnviz  # noqa: E402
 from attnviz import export  # noqa: E402
+from attnviz.inspection import AMP_DTYPES  # noqa: E402
 from attnviz.preprocess import PreparedImage, prepare  # noqa: E402
 
 RESNET50S = ("resnet50", "se_resnet50", "eca_resnet50", "cbam_resnet50", "bam_resnet50")
@@ -431,7 +432,6 @@ def amp_checks(amp: str, device: torch.device, n_images: int = 64) -> list[dict]
 # --------------------------------------------------------------------------------------
 # accelerator rows (CUDA): channels-last, autocast, batch throughput
 # --------------------------------------------------------------------------------------
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def _gates(cap) -> dict[tuple[str, str], torch.Tensor]:

@@ -141,3 +141,19 @@ def client(app_server, tmp_path_factory):
         yield Client(app_server.url, verbose=False, download_files=str(tmp / "downloads"))
     finally:
         tempfile.tempdir = saved
+
+
+BUILTIN_CBAM = "shapes_cbam_resnet"
+
+
+@pytest.fixture(scope="module")
+def cbam_result():
+    """One real inspection of the built-in CBAM model on a synthetic image (Grad-CAM, channel
+    and spatial gates): the input of the tests of the app's views and of the figures."""
+    import attnviz
+    from attnviz.synthetic import generate
+
+    if BUILTIN_CBAM not in attnviz.variants():
+        pytest.skip("built-in CBAM checkpoint missing")
+    loaded = attnviz.load_model(BUILTIN_CBAM)
+    return attnviz.inspect(generate(3, seed=8, size=loaded.preprocess.input_size).image, loaded)

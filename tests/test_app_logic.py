@@ -6,22 +6,11 @@ import os
 import zipfile
 from pathlib import Path
 
-import pytest
 from PIL import Image
 
-import attnviz
 from attnviz import app_logic as L
-from attnviz.synthetic import generate
 
-CBAM = "shapes_cbam_resnet"
-
-
-@pytest.fixture(scope="module")
-def result() -> attnviz.Inspection:
-    if CBAM not in attnviz.variants():
-        pytest.skip("built-in CBAM checkpoint missing")
-    loaded = attnviz.load_model(CBAM)
-    return attnviz.inspect(generate(3, seed=8, size=loaded.preprocess.input_size).image, loaded)
+from .conftest import BUILTIN_CBAM as CBAM
 
 
 def _open(path: str) -> Image.Image:
@@ -30,38 +19,38 @@ def _open(path: str) -> Image.Image:
     return im
 
 
-def test_views_are_jpeg_overlays_and_png_charts(result, tmp_path):
-    views = L.inspect_views(result, tmp_path, alpha=0.6, colormap="viridis")
-    size = result.view(L.VIEW_SIZE).size
+def test_views_are_jpeg_overlays_and_png_charts(cbam_result, tmp_path):
+    views = L.inspect_views(cbam_result, tmp_path, alpha=0.6, colormap="viridis")
+    size = cbam_result.view(L.VIEW_SIZE).size
     for path in [views.input, views.gradcam] + [p for p, _ in views.spatial]:
         im = _open(path)
         assert im.format == "JPEG" and im.size == size
-    assert [c for _, c in views.spatial] == [L.spatial_caption(b) for b in sorted(result.spatial_blocks,
+    assert [c for _, c in views.spatial] == [L.spatial_caption(b) for b in sorted(cbam_result.spatial_blocks,
                                                                                   key=L.stage_key)]
     assert _open(views.overview).format == "PNG" and _open(views.stats).format == "PNG"
     # only the blocks asked for, and no charts
-    one = result.spatial_blocks[-1].name
-    part = L.inspect_views(result, tmp_path / "part", spatial_blocks=[one], charts=False)
+    one = cbam_result.spatial_blocks[-1].name
+    part = L.inspect_views(cbam_result, tmp_path / "part", spatial_blocks=[one], charts=False)
     assert len(part.spatial) == 1 and one in part.spatial[0][1] and not part.overview and part.stats == ""
 
 
-def test_block_chart(result, tmp_path):
-    name = result.channel_blocks[0].name
-    path = L.block_chart(result, name, tmp_path)
+def test_block_chart(cbam_result, tmp_path):
+    name = cbam_result.channel_blocks[0].name
+    path = L.block_chart(cbam_result, name, tmp_path)
     assert path is not None and _open(path).format == "PNG"
-    assert L.block_chart(result, "no.such.block", tmp_path) is None
-    assert L.block_chart(result, None, tmp_path) is None
+    assert L.block_chart(cbam_result, "no.such.block", tmp_path) is None
+    assert L.block_chart(cbam_result, None, tmp_path) is None
 
 
-def test_downloads_hold_lossless_figures_and_the_charts_shown(result, tmp_path):
-    charts, files = L.write_downloads(result, tmp_path, "my image.png", alpha=0.5, colormap="jet")
+def test_downloads_hold_lossless_figures_and_the_charts_shown(cbam_result, tmp_path):
+    charts, files = L.write_downloads(cbam_result, tmp_path, "my image.png", alpha=0.5, colormap="jet")
     assert [Path(f).name for f in files] == [f"my_image_{CBAM}_figures.zip", f"my_image_{CBAM}.json",
                                              f"my_image_{CBAM}.npz"]
-    assert [c for _, c in charts] == [L.block_caption(b) for b in result.channel_blocks]
+    assert [c for _, c in charts] == [L.block_caption(b) for b in cbam_result.channel_blocks]
     with zipfile.ZipFile(files[0]) as zf:
-        for (path, _), b in zip(charts, result.channel_blocks):
+        for (path, _), b in zip(charts, cbam_result.channel_blocks):
             assert zf.read(f"channels_{b.name}.png") == Path(path).read_bytes()  # encoded once
-        for b in result.spatial_blocks:
+        for b in cbam_result.spatial_blocks:
             with Image.open(io.BytesIO(zf.read(f"spatial_{b.name}.png"))) as im:
                 assert im.format == "PNG"
 
