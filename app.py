@@ -63,6 +63,9 @@ atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
 # removed after an hour) instead of being hashed and copied into gradio's cache one by one.
 gr.set_static_paths([_SCRATCH])
 _scratch_dir = L.ScratchFolders(_SCRATCH).new
+# Model loading and forwards run on one thread, whichever worker gradio runs the event on
+# (torch's OpenMP slows every forward once several threads have run one: see L.TorchThread).
+_torch_thread = L.TorchThread()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -106,6 +109,7 @@ def _image_path(image: Any) -> str:
     return str(image)
 
 
+@_torch_thread.runs
 def _load(name: str | None, progress: gr.Progress | None = None, weights: str | None = None) -> LoadedModel:
     """The variant's model, loaded once per process (and device) by the library; ``weights`` is
     an uploaded checkpoint of that architecture (safetensors or a weights-only torch file)."""
@@ -131,6 +135,7 @@ def _image_error(exc: ImageLoadError) -> gr.Error:
     return gr.Error(str(exc) if exc.accepted else f"{exc}; accepted: {L.ACCEPTED_TEXT}")
 
 
+@_torch_thread.runs
 @GPU
 def _inspect_one(path: str, loaded: LoadedModel) -> Inspection:
     try:
@@ -139,6 +144,7 @@ def _inspect_one(path: str, loaded: LoadedModel) -> Inspection:
         raise _image_error(exc) from None
 
 
+@_torch_thread.runs
 @GPU
 def _inspect_images(paths: list[str], loaded: LoadedModel) -> list[Inspection]:
     try:

@@ -1,4 +1,5 @@
-"""UI-free helpers of the web app (``app.py``): what to show for inspections, no gradio here.
+"""UI-free helpers of the web app (``app.py``): what to show for inspections, where its output
+files live and which thread runs its torch work; no gradio here.
 
 Everything model-related goes through the library (:func:`attnviz.inspect`,
 :mod:`attnviz.export`, :mod:`attnviz.render`); this module only arranges results for display:
@@ -7,6 +8,8 @@ depth, and the per-image channel-profile similarity of "Compare images".
 """
 from __future__ import annotations
 
+import contextvars
+import functools
 import math
 import re
 import shutil
@@ -14,9 +17,10 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -34,6 +38,8 @@ MAX_COMPARE_VARIANTS = 5
 MAX_COMPARE_IMAGES = 8
 #: Channel profiles longer than this are averaged in bins of consecutive channels for the chart.
 PROFILE_POINTS = 128
+
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -162,6 +168,50 @@ class ScratchFolders:
                     shutil.rmtree(old, ignore_errors=True)
             except OSError:  # removed meanwhile by another process or an earlier sweep
                 pass
+
+
+# ----------------------------------------------------------------------------------------------
+# where the app's torch work runs
+
+
+class TorchThread:
+    """Runs every torch call of a server process on one long-lived thread.
+
+    Why: torch's OpenMP runtime (libgomp) gives every thread that runs a parallel op its own
+    team of worker threads. Once the teams together hold more threads than there are CPUs,
+    libgomp stops letting idle workers spin and every parallel region pays a sleep and a wake-up.
+    A web server runs each event on whichever worker thread is free, so the second thread that
+    ever ran a model made every forward slower: a ResNet-50 forward measured on 2 cores took 57 ms
+    on the only thread that ran torch and 75 ms on a second one (``bench/bench.py`` has the app
+    rows). One thread keeps one team, whichever server thread the request came in on.
+
+    Calls block until done and return (or raise) exactly what ``fn`` does; the caller's context
+    variables travel along (gradio finds the event's progress bar and request through them).
+    A call made on the torch thread itself runs directly, so wrapped functions may nest.
+    """
+
+    def __init__(self, name: str = "attnviz-torch") -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._local = threading.local()
+
+    def call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        if getattr(self._local, "inside", False):
+            return fn(*args, **kwargs)
+        return self._pool.submit(contextvars.copy_context().run, self._inside, fn, *args, **kwargs).result()
+
+    def _inside(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        self._local.inside = True
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            self._local.inside = False
+
+    def runs(self, fn: Callable[..., T]) -> Callable[..., T]:
+        """Decorator: every call of ``fn`` runs on this thread."""
+        @functools.wraps(fn)
+        def on_torch_thread(*args: Any, **kwargs: Any) -> T:
+            return self.call(fn, *args, **kwargs)
+        return on_torch_thread
 
 
 # ----------------------------------------------------------------------------------------------

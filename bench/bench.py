@@ -70,12 +70,16 @@ RESNET50S = ("resnet50", "se_resnet50", "eca_resnet50", "cbam_resnet50", "bam_re
 SEED = 0
 MARKER = "<!-- bench.py rewrites everything above this line; notes below it are kept -->"
 ECHO_APP = ROOT / "bench" / "echo_app.py"
-#: How app round trips are timed: gradio_client's default (download every output file) and
-#: with download_files=False (the response only: file URLs).
-APP_MODES = ("outputs downloaded", "file URLs only", "outputs downloaded, one SSL context")
-#: Modes the app targets are judged in: gradio_client's default, and the server's work alone. The
-#: third mode (information) downloads like the first with one prebuilt SSL context: httpx builds
-#: one per new client (~20 ms, encode/httpx#2298), and gradio_client makes a client per file.
+#: How app round trips are timed: gradio_client's default (download every output file); the
+#: response only (download_files=False: file URLs); and, for information, the downloads again.
+#: The last two use one prebuilt SSL context: httpx builds one per new client (~20 ms of CPU,
+#: encode/httpx#2298), gradio_client makes a client per request and per file, and on this 2-core
+#: machine a client building one while the server runs its forward takes that CPU out of the
+#: forward's two threads (measured in the server: the forward 113 ms with the default client,
+#: 97 ms when repeated right after it in the same request; 103 vs 99 with one SSL context). A
+#: remote client would not.
+APP_MODES = ("outputs downloaded", "file URLs, one SSL context", "outputs downloaded, one SSL context")
+#: Modes the app targets are judged in: gradio_client's default, and the server's work alone.
 TARGET_MODES = APP_MODES[:2]
 APP = ROOT / "app.py"
 
@@ -763,14 +767,16 @@ def app_section(args, image: Path, device: torch.device, imagenet: dict[str, att
 
         def mk(server: Server, mode: str) -> Client:
             if mode == APP_MODES[1]:
-                return Client(server.url, verbose=False, download_files=False, analytics_enabled=False)
+                return Client(server.url, verbose=False, download_files=False, analytics_enabled=False,
+                              ssl_verify=shared_ssl)
             verify = shared_ssl if mode == APP_MODES[2] else True
             return Client(server.url, verbose=False, download_files=str(dl), analytics_enabled=False,
                           ssl_verify=verify)
 
         # Clients per app: gradio_client's default (every output file downloaded, one request and
         # one new httpx client per file), file URLs only (the server's work and one response), and
-        # downloads with a shared SSL context (what the per-file downloads cost without rebuilding it).
+        # downloads with a shared SSL context (what the per-file downloads cost without rebuilding it);
+        # the last two share one SSL context (see APP_MODES).
         clients = {mode: (mk(echo, mode), mk(app, mode)) for mode in APP_MODES}
         c_app = clients[APP_MODES[1]][1]
         api = c_app.view_api(print_info=False, return_format="dict") or {}
@@ -1202,10 +1208,14 @@ def write_markdown(path: Path, *, report: dict, results: Results, targets: list[
                     f"`{k}`: {'ok' if v is None else v}" for k, v in report["app_probe"].items())]
             L += ["- Round trips go through `gradio_client` (`submit(...).result()`) against servers started "
                   "as subprocesses on free ports, in three ways: *outputs downloaded* (the client's default: it "
-                  "fetches every output file, one request and one new httpx client each), *file URLs only* "
-                  "(`download_files=False`: the server's work and one response) and, for information, *outputs "
-                  "downloaded, one SSL context* (`Client(..., ssl_verify=ssl.create_default_context())`: the "
-                  "same downloads without building an SSL context per request, ~20 ms each, encode/httpx#2298). "
+                  "fetches every output file, one request and one new httpx client each), *file URLs, one SSL "
+                  "context* (`download_files=False`: the server's work and one response) and, for information, "
+                  "*outputs downloaded, one SSL context* (the same downloads as the default). *One SSL context*: "
+                  "`Client(..., ssl_verify=ssl.create_default_context())`, so the client does not build one "
+                  "(~20 ms of CPU, encode/httpx#2298) per request and per file; with the default, that CPU is "
+                  "taken from the server's forward on this 2-core machine (its first forward in a request "
+                  "113 ms, a second one right after 97 ms; 103 / 99 ms with one context), which a remote "
+                  "client would not do. "
                   "The echo app (`bench/echo_app.py`, image in → same image out) is Gradio's own floor, timed "
                   "the same ways. Targets are judged in the first two. The library comparison row is "
                   "`export.figures(attnviz.inspect(image_path, model))`, with the app's Grad-CAM setting."]

@@ -80,3 +80,86 @@ def test_scratch_folders_sweep_old_ones_at_most_once_per_interval(tmp_path):
     scratch.new()
     assert not late.exists() and young.exists() and first.exists()
     assert len(list(tmp_path.iterdir())) == 8  # young, the first, five within the interval, the last
+
+
+def test_torch_thread_runs_every_call_on_one_thread_with_the_callers_context():
+    import contextvars
+    import threading
+
+    worker = L.TorchThread(name="test-torch")
+    request = contextvars.ContextVar("request", default=None)
+    seen: list[tuple[int, str | None]] = []
+
+    @worker.runs
+    def job(tag: str) -> str:
+        seen.append((threading.get_ident(), request.get()))
+        return tag.upper()
+
+    @worker.runs
+    def outer() -> str:  # a wrapped function calling another one runs inline, no deadlock
+        return job("inner") + "!"
+
+    def caller(tag: str, out: list) -> None:
+        request.set(tag)
+        out.append(job(tag))
+
+    results: list[str] = []
+    callers = [threading.Thread(target=caller, args=(f"r{i}", results)) for i in range(4)]
+    for t in callers:
+        t.start()
+    for t in callers:
+        t.join(timeout=10)
+    assert sorted(results) == ["R0", "R1", "R2", "R3"]
+    assert outer() == "INNER!"
+    idents = {ident for ident, _ in seen}
+    assert len(idents) == 1 and idents != {t.ident for t in callers} | {threading.get_ident()}
+    assert sorted(ctx for _, ctx in seen if ctx) == ["r0", "r1", "r2", "r3"]  # each caller's own value
+
+    class Boom(ValueError):
+        pass
+
+    def fail() -> None:
+        raise Boom("what went wrong")
+
+    import pytest
+
+    with pytest.raises(Boom, match="what went wrong"):
+        worker.call(fail)
+    assert worker.call(len, "four") == 4  # still serving after an error
+
+
+def test_app_runs_model_loading_and_forwards_on_its_torch_thread(tmp_path):
+    """Whichever gradio worker thread an event comes in on, the model is loaded and run on the
+    one torch thread (a second thread running torch slows every later forward)."""
+    import threading
+
+    import app
+    from attnviz.synthetic import generate
+
+    loaded_on: list[int] = []
+    real_load = app.load_model
+
+    def recording_load(*args, **kwargs):
+        loaded_on.append(threading.get_ident())
+        return real_load(*args, **kwargs)
+
+    app.load_model = recording_load
+    try:
+        loaded = app._load(CBAM)
+    finally:
+        app.load_model = real_load
+    forwards_on: list[int] = []
+    handle = loaded.model.register_forward_pre_hook(lambda *_: forwards_on.append(threading.get_ident()))
+    try:
+        image = tmp_path / "shapes.png"
+        Image.fromarray(generate(0, seed=1, size=loaded.preprocess.input_size).image).save(image)
+        callers = [threading.Thread(target=app._inspect_one, args=(str(image), loaded)) for _ in range(2)]
+        callers.append(threading.Thread(target=app._inspect_images, args=([str(image)] * 2, loaded)))
+        for t in callers:
+            t.start()
+        for t in callers:
+            t.join(timeout=120)
+    finally:
+        handle.remove()
+    assert len(forwards_on) >= 3 and set(forwards_on) == set(loaded_on)
+    assert not set(forwards_on) & ({t.ident for t in callers} | {threading.get_ident()})
