@@ -112,7 +112,7 @@ def test_torch_thread_runs_every_call_on_one_thread_with_the_callers_context():
     assert sorted(results) == ["R0", "R1", "R2", "R3"]
     assert outer() == "INNER!"
     idents = {ident for ident, _ in seen}
-    assert len(idents) == 1 and idents != {t.ident for t in callers} | {threading.get_ident()}
+    assert len(idents) == 1 and not idents & ({t.ident for t in callers} | {threading.get_ident()})
     assert sorted(ctx for _, ctx in seen if ctx) == ["r0", "r1", "r2", "r3"]  # each caller's own value
 
     class Boom(ValueError):
@@ -128,7 +128,7 @@ def test_torch_thread_runs_every_call_on_one_thread_with_the_callers_context():
     assert worker.call(len, "four") == 4  # still serving after an error
 
 
-def test_app_runs_model_loading_and_forwards_on_its_torch_thread(tmp_path):
+def test_app_runs_model_loading_and_forwards_on_its_torch_thread(tmp_path, monkeypatch):
     """Whichever gradio worker thread an event comes in on, the model is loaded and run on the
     one torch thread (a second thread running torch slows every later forward)."""
     import threading
@@ -143,11 +143,8 @@ def test_app_runs_model_loading_and_forwards_on_its_torch_thread(tmp_path):
         loaded_on.append(threading.get_ident())
         return real_load(*args, **kwargs)
 
-    app.load_model = recording_load
-    try:
-        loaded = app._load(CBAM)
-    finally:
-        app.load_model = real_load
+    monkeypatch.setattr(app, "load_model", recording_load)
+    loaded = app._load(CBAM)
     forwards_on: list[int] = []
     handle = loaded.model.register_forward_pre_hook(lambda *_: forwards_on.append(threading.get_ident()))
     try:
