@@ -181,9 +181,9 @@ class TorchThread:
     team of worker threads. Once the teams together hold more threads than there are CPUs,
     libgomp stops letting idle workers spin and every parallel region pays a sleep and a wake-up.
     A web server runs each event on whichever worker thread is free, so the second thread that
-    ever ran a model made every forward slower: a ResNet-50 forward measured on 2 cores took 57 ms
-    on the only thread that ran torch and 75 ms on a second one (``bench/bench.py`` has the app
-    rows). One thread keeps one team, whichever server thread the request came in on.
+    ever ran a model made every forward slower: on 2 cores a ResNet-50 forward took 54.7 ms on
+    the only thread that ran torch and 71.7 ms on a second long-lived one (``python
+    bench/omp_threads.py``). One thread keeps one team, whichever server thread a request came in on.
 
     Calls block until done and return (or raise) exactly what ``fn`` does; the caller's context
     variables travel along (gradio finds the event's progress bar and request through them).
