@@ -181,8 +181,8 @@ class TorchThread:
     team of worker threads. Once the teams together hold more threads than there are CPUs,
     libgomp stops letting idle workers spin and every parallel region pays a sleep and a wake-up.
     A web server runs each event on whichever worker thread is free, so the second thread that
-    ever ran a model made every forward slower: on 2 cores a ResNet-50 forward took 54.7 ms on
-    the only thread that ran torch and 71.7 ms on a second long-lived one (``python
+    ever ran a model made every forward slower: on 2 cores a ResNet-50 forward took 54.5-54.8 ms
+    on the only thread that ran torch and 70.7-72.6 ms on a second long-lived one (``python
     bench/omp_threads.py``). One thread keeps one team, whichever server thread a request came in on.
 
     Calls block until done and return (or raise) exactly what ``fn`` does; the caller's context
@@ -263,7 +263,7 @@ def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, color
         stats = None if stats_im is None else save_png(stats_im, folder / "depth_stats.png")
     paths: dict[str, str] = {}
     for name, future in pending.items():
-        path = folder / name.replace(".png", ".jpg")
+        path = folder / Path(name).with_suffix(".jpg")
         path.write_bytes(future.result())
         paths[name] = str(path)
     shown = sorted((b for b in result.spatial_blocks if f"spatial_{b.name}.png" in paths), key=stage_key)

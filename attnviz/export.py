@@ -8,9 +8,9 @@ import io
 import json
 import os
 import zipfile
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 

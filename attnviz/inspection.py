@@ -334,8 +334,8 @@ def inspect(
         gradcam: also compute Grad-CAM on the last stage (about the cost of the head only).
         target_class: the class Grad-CAM explains; default the top-1 prediction.
         amp: ``"bf16"`` runs the forward under bfloat16 autocast (CPUs with native bf16, or
-            CUDA), ``"fp16"`` under float16 autocast (CUDA only). Faster (a ResNet-50 forward
-            1.3x on a 2-core CPU with AVX512-BF16) but approximate: on the built-in models bf16
+            CUDA), ``"fp16"`` under float16 autocast (CUDA only). Faster (a ResNet-50 inspection
+            in 0.77-0.89x the float32 time on a 2-core CPU with AVX512-BF16) but approximate: on the built-in models bf16
             kept every top-1 while gates moved by up to 6e-2 and Grad-CAM by 1e-2 (see
             BENCHMARKS.md). The model itself is not changed. ``None`` (default): float32.
     """
