@@ -18,7 +18,20 @@ from .preprocess import ImageLoadError, PreprocessConfig
 
 __version__ = "0.1.0"
 
+#: Loaded on first use, so ``import attnviz`` stays as fast as before (and never imports ray).
+_LAZY = {"analyze": "analysis", "Analysis": "analysis"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
+    "Analysis", "analyze",
     "AttentionCapture", "AttentionResNet", "BAM", "BlockCapture", "BlockResult", "CBAM",
     "ChannelStats", "EfficientChannelAttention", "ImageLoadError", "Inspection", "LoadedModel",
     "Prediction", "PreprocessConfig", "SpatialAttention", "SpatialStats", "SqueezeExcite",
