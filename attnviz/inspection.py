@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Literal
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .capture import capture
+from .capture import capture, readout_dtype
 from .gradcam import gradcam as gradcam_hook
 from .models.loading import LoadedModel, load_model, wrap_model
 from .models.zoo import Variant
@@ -105,6 +105,10 @@ class Inspection:
     prepared: PreparedImage = field(repr=False)
     timings: dict[str, float] = field(default_factory=dict)
     amp: str | None = None  # "bf16" / "fp16": the forward ran under that autocast; None: float32
+    #: set by ``inspect(..., interventions=...)``: an :class:`attnviz.effects.InterventionEffect`
+    intervention: Any = None
+    #: the model that produced this, kept for on-demand re-runs (:meth:`channel_map`)
+    loaded: LoadedModel | None = field(default=None, repr=False, compare=False)
 
     @property
     def geometry(self) -> Geometry:
@@ -127,6 +131,13 @@ class Inspection:
     @property
     def spatial_blocks(self) -> list[BlockResult]:
         return [b for b in self.blocks if b.spatial is not None]
+
+    def channel_map(self, block: str, channel: int):
+        """One channel's feature map in ``block``, before and after its gate (a
+        :class:`attnviz.drilldown.ChannelMap`); re-runs the model up to that block on demand."""
+        from .drilldown import channel_map
+
+        return channel_map(self, block, channel)
 
     def summary(self) -> dict[str, Any]:
         """A JSON-serialisable summary (what the CLI writes as ``<stem>.json``)."""
@@ -157,6 +168,7 @@ class Inspection:
                 for b in self.blocks
             ],
             "timings_ms": self.timings,
+            **({"intervention": self.intervention.summary()} if self.intervention is not None else {}),
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
@@ -224,6 +236,14 @@ def _autocast(amp: str | None, device: torch.device) -> contextlib.AbstractConte
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
+def _input_dtype(net: nn.Module) -> torch.dtype:
+    """The model's floating dtype (a model cast with ``.double()`` gets float64 inputs)."""
+    for p in net.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -237,11 +257,18 @@ def inspect_batch(
     device: Any = None,
     topk: int = 5,
     gradcam: bool = True,
-    target_class: int | None = None,
+    target_class: int | Sequence[int] | None = None,
     amp: Amp | None = None,
+    interventions: Mapping[str, Any] | None = None,
 ) -> list[Inspection]:
-    """Inspect several images in one forward pass (see :func:`inspect`)."""
+    """Inspect several images in one forward pass (see :func:`inspect`); ``target_class`` may
+    also be one class per image."""
     loaded = resolve_model(model, weights=weights, device=device)
+    if interventions:
+        from .effects import inspect_intervened
+
+        return inspect_intervened(images, loaded, interventions, topk=topk, gradcam=gradcam,
+                                  target_class=target_class, amp=amp)
     net, dev = loaded.model, loaded.device
     autocast = _autocast(amp, dev)
     if net.training:
@@ -251,7 +278,7 @@ def inspect_batch(
                       stacklevel=2)
     t0 = time.perf_counter()
     prepared = [im if isinstance(im, PreparedImage) else prepare(im, loaded.preprocess) for im in images]
-    x = torch.cat([p.tensor for p in prepared]).to(dev, non_blocking=True)
+    x = torch.cat([p.tensor for p in prepared]).to(dev, _input_dtype(net), non_blocking=True)
     t1 = time.perf_counter()
     cam = None
     with capture(net) as cap:
@@ -260,15 +287,16 @@ def inspect_batch(
                 logits = net(x)
             t_fwd = time.perf_counter()
             cam = gc.compute(logits, target_class)
-            cam_maps = cam.maps.detach().float().cpu().numpy()
+            cam_maps = cam.maps.detach().cpu().numpy()
             cam_idx = cam.class_index.cpu().tolist()
             logits = logits.detach()
         else:
             with torch.inference_mode(), autocast:
                 logits = net(x)
             t_fwd = time.perf_counter()
-    probs_t = torch.softmax(logits.float(), dim=1)
-    logits_np = logits.float().cpu().numpy()
+    logits = logits.to(readout_dtype(logits.dtype))
+    probs_t = torch.softmax(logits, dim=1)
+    logits_np = logits.cpu().numpy()
     probs_np = probs_t.cpu().numpy()
     _sync(dev)
     t2 = time.perf_counter()
@@ -295,6 +323,7 @@ def inspect_batch(
             variant=loaded.name, weights=loaded.weights, device=str(dev), predictions=preds,
             logits=logits_np[i], probs=probs_np[i], blocks=blocks,
             gradcam=None if cam is None else cam_maps[i], gradcam_target=target, prepared=prep, amp=amp,
+            loaded=loaded,
         ))
     t3 = time.perf_counter()
     n = len(prepared)
@@ -320,6 +349,7 @@ def inspect(
     gradcam: bool = True,
     target_class: int | None = None,
     amp: Amp | None = None,
+    interventions: Mapping[str, Any] | None = None,
 ) -> Inspection:
     """Run ``model`` on ``image`` once and return predictions, every gate and Grad-CAM.
 
@@ -338,6 +368,11 @@ def inspect(
             in 0.77-0.89x the float32 time on a 2-core CPU with AVX512-BF16) but approximate: on the built-in models bf16
             kept every top-1 while gates moved by up to 6e-2 and Grad-CAM by 1e-2 (see
             BENCHMARKS.md). The model itself is not changed. ``None`` (default): float32.
+        interventions: ``{"layer4.0": "identity", ...}`` (see :func:`attnviz.intervene`): the
+            result is the intervened inspection and ``result.intervention`` compares it with the
+            plain one (prediction, delta of the top-1 probability, KL, Grad-CAM before/after).
+            Costs one more inspection.
     """
     return inspect_batch([image], model, weights=weights, device=device, topk=topk,
-                         gradcam=gradcam, target_class=target_class, amp=amp)[0]
+                         gradcam=gradcam, target_class=target_class, amp=amp,
+                         interventions=interventions)[0]
