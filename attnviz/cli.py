@@ -1,4 +1,4 @@
-"""Command line: ``python -m attnviz {models,inspect,download,train,evaluate}``."""
+"""Command line: ``python -m attnviz {models,inspect,download,train,evaluate,analyze}``."""
 from __future__ import annotations
 
 import argparse
@@ -192,6 +192,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="accuracy, pointing game and deletion/insertion on held-out images")
     evaluate.add_arguments(p)
     p.set_defaults(func=evaluate.run)
+
+    from .analysis import command as analysis_command
+
+    p = sub.add_parser("analyze", help="gate statistics of a dataset: class-wise excitation by depth, report")
+    analysis_command.add_arguments(p)
+    p.set_defaults(func=analysis_command.run)
     return parser
 
 

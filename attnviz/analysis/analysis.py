@@ -167,7 +167,11 @@ class Analysis:
         return hits / self.n_images
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-serialisable summary of the metrics (what the CLI writes as summary.json)."""
+        """A JSON-serialisable summary of the metrics (what the CLI writes as summary.json);
+        undefined values (NaN: e.g. one class only) are ``None``."""
+        def num(v: float | None) -> float | None:
+            return None if v is None or not np.isfinite(v) else float(v)
+
         spec, dist, sat = self.specificity(), self.profile_distance(), self.saturation()
         return {
             "format": self.format, "model": self.model, "weights": self.weights, "source": self.source,
@@ -175,12 +179,12 @@ class Analysis:
             "skipped": [{"file": f, "error": e} for f, e in self.skipped],
             "grouping": self.grouping, "classes": list(self.classes),
             "class_counts": self.class_counts().tolist(), "accuracy": self.accuracy(),
-            "specificity_baseline": self.specificity_baseline(), "elapsed_s": round(self.elapsed_s, 3),
+            "specificity_baseline": num(self.specificity_baseline()), "elapsed_s": round(self.elapsed_s, 3),
             "blocks": [{
                 "name": b.name, "kind": b.kind, "stage": b.stage, "channels": b.channels,
                 "spatial_shape": None if b.spatial_shape is None else list(b.spatial_shape),
-                "specificity": spec.get(b.name), "profile_distance": dist.get(b.name),
-                "saturation": sat.get(b.name),
+                "specificity": num(spec.get(b.name)), "profile_distance": num(dist.get(b.name)),
+                "saturation": num(sat.get(b.name)),
             } for b in self.blocks],
         }
 

@@ -1,0 +1,79 @@
+"""The one-page Markdown report of an :class:`Analysis`, with its PNG figures beside it."""
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+from .analysis import Analysis
+from .plots import excitation_figure, save_png, saturation_figure, spatial_figure, specificity_figure
+
+FILES = {"analysis": "analysis.npz", "summary": "summary.json", "report": "report.md",
+         "excitation": "excitation.png", "specificity": "specificity.png", "saturation": "saturation.png",
+         "spatial": "spatial.png"}
+
+
+def _fmt(v: float | None, digits: int = 3) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+
+
+def markdown(analysis: Analysis, figures: dict[str, str], command: str | None = None) -> str:
+    """The report text; ``figures`` maps figure kind to its file name beside the report."""
+    a = analysis
+    acc = a.accuracy()
+    lines = [
+        f"# Attention analysis: {a.model}", "",
+        f"- model: `{a.model}` ({a.weights})",
+        f"- source: {a.source}",
+        f"- images analysed: {a.n_images} of {a.n_items} items"
+        + (f", {len(a.skipped)} skipped (listed below)" if a.skipped else "")
+        + ("" if a.complete else " — **incomplete** (resume it to finish)"),
+        f"- grouped by: {'label' if a.grouping == 'label' else 'top-1 prediction (unlabelled source)'}, "
+        f"{int((a.class_counts() > 0).sum())} classes with images",
+        f"- top-1 accuracy: {_fmt(acc) if acc is not None else 'n/a (labels are not the model classes)'}",
+        f"- time: {a.elapsed_s:.1f} s",
+    ]
+    if command:
+        lines += ["", "```", command, "```"]
+    spec, dist, sat = a.specificity(), a.profile_distance(), a.saturation()
+    lines += ["", "| block | kind | stage | channels | η² | 1 − cos | saturated |", "|---|---|---|---|---|---|---|"]
+    for b in a.blocks:
+        lines.append(f"| {b.name} | {b.kind} | {b.stage if b.stage is not None else '–'} | "
+                     f"{b.channels or '–'} | {_fmt(spec.get(b.name))} | {_fmt(dist.get(b.name))} | "
+                     f"{_fmt(sat.get(b.name))} |")
+    lines += ["", f"η²: the share of channel-gate variance between class means (0: class-agnostic, "
+                  f"1: the class decides every gate); if gates ignored the class it would be about "
+                  f"{_fmt(a.specificity_baseline())} here. 1 − cos: mean pairwise cosine distance of "
+                  "class mean profiles. saturated: share of gate values < 0.01 or > 0.99.", ""]
+    for kind in ("excitation", "specificity", "saturation", "spatial"):
+        if kind in figures:
+            lines.append(f"![{kind}]({figures[kind]})")
+    if a.skipped:
+        lines += ["", "## Skipped files", ""] + [f"- `{f}`: {e}" for f, e in a.skipped]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(analysis: Analysis, out: str | os.PathLike, command: str | None = None) -> dict[str, Path]:
+    """Write the analysis file, summary.json, the figures and report.md into ``out``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"analysis": analysis.save(out / FILES["analysis"])}
+    summary = analysis.summary()
+    (out / FILES["summary"]).write_text(json.dumps(summary, indent=2, allow_nan=False))
+    paths["summary"] = out / FILES["summary"]
+    figures: dict[str, str] = {}
+    if analysis.channel_blocks:
+        for kind, draw in (("excitation", excitation_figure), ("specificity", specificity_figure)):
+            paths[kind] = save_png(draw(analysis), out / FILES[kind])
+            figures[kind] = FILES[kind]
+    if analysis.blocks:
+        paths["saturation"] = save_png(saturation_figure(analysis), out / FILES["saturation"])
+        figures["saturation"] = FILES["saturation"]
+        spatial = [b.name for b in analysis.blocks if b.spatial_sum is not None]
+        if spatial and analysis.n_images:
+            paths["spatial"] = save_png(spatial_figure(analysis, spatial[-1]), out / FILES["spatial"])
+            figures["spatial"] = FILES["spatial"]
+    (out / FILES["report"]).write_text(markdown(analysis, figures, command))
+    paths["report"] = out / FILES["report"]
+    return paths
