@@ -7,6 +7,9 @@
 from .blocks import BAM, CBAM, EfficientChannelAttention, SpatialAttention, SqueezeExcite, create_block
 from .capture import AttentionCapture, BlockCapture, capture, find_gates
 from .gradcam import gradcam
+from .intervene import ChannelKnockout, intervene
+from .effects import InterventionEffect
+from .drilldown import ChannelMap
 from .inspection import (
     BlockResult, ChannelStats, Inspection, Prediction, SpatialStats, inspect, inspect_batch,
 )
@@ -38,4 +41,5 @@ __all__ = [
     "Variant", "WeightsError", "WeightsUnavailableError", "capture", "create_block",
     "default_variant_name", "find_gates", "get_variant", "gradcam", "inspect", "inspect_batch",
     "load_model", "variants", "wrap_model", "__version__",
+    "ChannelKnockout", "ChannelMap", "InterventionEffect", "intervene",
 ]
