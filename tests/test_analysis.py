@@ -102,11 +102,11 @@ def test_statistics_equal_direct_numpy_computation(folder):
 
 def test_bam_joint_gate_and_synthetic_accuracy():
     loaded = double(BAM)
-    a = analyze("synthetic:24", loaded, batch_size=8, num_workers=0)
-    src = resolve_source("synthetic:24", synthetic_size=96)
-    files_free = [generate(i, seed=2000, size=96).image for i in range(24)]
+    a = analyze("synthetic:16", loaded, batch_size=8, num_workers=0)
+    src = resolve_source("synthetic:16", synthetic_size=96)
+    files_free = [generate(i, seed=2000, size=96).image for i in range(16)]
     labels = np.asarray(src.labels)
-    assert [s.label for s in map(lambda i: generate(i, seed=2000, size=96), range(24))] == list(labels)
+    assert [s.label for s in map(lambda i: generate(i, seed=2000, size=96), range(16))] == list(labels)
     preds, chans = [], {}
     for img in files_free:
         x = prepare(img, loaded.preprocess).tensor.double()
