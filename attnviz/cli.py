@@ -83,6 +83,17 @@ def _inspect(args: argparse.Namespace) -> int:
     except ValueError as e:
         _error(f"--amp {args.amp}: {e}")
         return EXIT_USAGE
+    interventions = None
+    if args.intervene:
+        from .effects import check_interventions
+        from .intervene import parse_interventions
+
+        try:
+            interventions = parse_interventions(args.intervene)
+            check_interventions(loaded, interventions)
+        except (KeyError, ValueError) as e:
+            _error(f"--intervene: {e.args[0] if isinstance(e, KeyError) else e}")
+            return EXIT_USAGE
     batch_size = args.batch_size or (16 if loaded.device.type == "cuda" else 1)
     stems = unique_stems(args.images)
     failed = 0
@@ -96,7 +107,8 @@ def _inspect(args: argparse.Namespace) -> int:
             return
         try:
             results = inspect_batch([p for _, p in pending], loaded, topk=args.topk,
-                                    gradcam=not args.no_gradcam, target_class=args.target_class, amp=args.amp)
+                                    gradcam=not args.no_gradcam, target_class=args.target_class, amp=args.amp,
+                                    interventions=interventions)
         except Exception as e:  # a model-side failure: report once per image, keep going
             for stem, _ in pending:
                 _error(f"{stem}: inspection failed ({type(e).__name__}: {e})")
@@ -173,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--amp", choices=tuple(AMP_DTYPES), default=None,
                    help="forward under bfloat16 (CPU with native bf16, CUDA) or float16 (CUDA) autocast: "
                         "faster, gate values up to ~6e-2 off float32's (default: float32)")
+    p.add_argument("--intervene", action="append", metavar="BLOCK=SPEC", default=[],
+                   help="replace a block's attention gate, e.g. layer4.0=identity, '*=mean', layer3.0=0.5, "
+                        "layer4.0=top=5 (knock out its 5 highest-gate channels), bottom=K, channels=1,2; "
+                        "repeatable. The JSON gains 'intervention' (before/after, delta, KL), the NPZ before/*")
     p.add_argument("--no-figures", action="store_true", help="write only JSON and NPZ")
     p.add_argument("--colormap", default="jet")
     p.add_argument("--alpha", type=float, default=0.5, help="overlay opacity")

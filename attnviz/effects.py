@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .intervene import Spec, check_knockout, describe_spec, intervene, plan
+from .intervene import ChannelKnockout, Spec, check_knockout, describe_spec, intervene, plan
 
 
 @dataclass
@@ -81,6 +81,25 @@ def effect(before: Any, after: Any, interventions: Mapping[str, Spec]) -> Interv
         gradcam_before=before.gradcam,
         gradcam_after=after.gradcam,
     )
+
+
+def check_interventions(loaded: Any, interventions: Mapping[str, Spec]) -> None:
+    """KeyError / ValueError naming the valid blocks and ranges when ``interventions`` cannot be
+    applied to ``loaded``'s model; costs one forward of a blank image (to count channels)."""
+    import torch
+
+    from .capture import capture
+
+    edits = plan(loaded.model, interventions)
+    if not any(isinstance(e.spec, ChannelKnockout) for e in edits):
+        return
+    size = loaded.preprocess.input_size
+    x = torch.zeros(1, int(getattr(loaded.model, "in_chans", 3)), size, size, device=loaded.device)
+    with torch.inference_mode(), capture(loaded.model) as cap:
+        loaded.model(x)
+    for e in edits:
+        if e.block in cap.blocks and cap[e.block].channel is not None:
+            check_knockout(e, cap[e.block].channel.shape[1])
 
 
 def inspect_intervened(

@@ -43,6 +43,10 @@ def overlay_jobs(
     if result.gradcam is not None:
         jobs["gradcam.png"] = partial(render.overlay, view, result.gradcam, alpha=alpha, colormap=colormap,
                                       normalize="none")
+    before = None if result.intervention is None else result.intervention.before
+    if before is not None and before.gradcam is not None:  # gradcam.png is then the intervened one
+        jobs["gradcam_before.png"] = partial(render.overlay, view, before.gradcam, alpha=alpha,
+                                             colormap=colormap, normalize="none")
     for b in result.spatial_blocks:
         if spatial_blocks is None or b.name in spatial_blocks:
             jobs[f"spatial_{b.name}.png"] = partial(render.overlay, view, b.spatial, alpha=alpha,

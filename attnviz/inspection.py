@@ -182,6 +182,11 @@ class Inspection:
                 out[f"spatial/{b.name}"] = b.spatial
         if self.gradcam is not None:
             out["gradcam"] = self.gradcam
+        before = None if self.intervention is None else self.intervention.before
+        if before is not None:  # the plain forward of an intervened inspection
+            out["before/logits"], out["before/probs"] = before.logits, before.probs
+            if before.gradcam is not None:
+                out["before/gradcam"] = before.gradcam
         return out
 
 
