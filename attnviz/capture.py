@@ -69,6 +69,12 @@ class AttentionCapture:
         return len(self.blocks)
 
 
+def readout_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype results are read out in: float64 stays float64 (exactness checks run models in
+    double); float32 and autocast's half/bf16 are read out as float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def _stage_of(name: str) -> int | None:
     m = _STAGE_RE.search(name)
     return int(m.group(1)) if m else None
@@ -187,7 +193,9 @@ def _collect(cap: AttentionCapture) -> None:
         return
     # One device→host transfer for everything instead of one per hook.
     tensors = [t for _, _, t in pending]
-    flat = torch.cat([t.reshape(-1).float() for t in tensors]).cpu()
+    wide = any(t.dtype == torch.float64 for t in tensors)
+    dtype = readout_dtype(torch.float64 if wide else tensors[0].dtype)
+    flat = torch.cat([t.reshape(-1).to(dtype) for t in tensors]).cpu()
     parts = flat.split([t.numel() for t in tensors])
     merged: dict[tuple[str, str], list[torch.Tensor]] = {}
     for (block, role, t), part in zip(pending, parts):

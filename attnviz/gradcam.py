@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .capture import readout_dtype
+
 
 def default_target_layer(model: nn.Module) -> str:
     """Name of the last residual stage (attnviz/torchvision ``layer4``, timm ``stages.3``)."""
@@ -73,9 +75,11 @@ class GradCamRecorder:
         score = logits.gather(1, idx.view(b, 1)).sum()
         with torch.enable_grad():
             (grad,) = torch.autograd.grad(score, self.activation, retain_graph=not self.owns_graph)
-        # float32 whatever the forward ran in (autocast): the sum runs over up to 2048 channels
-        act = self.activation.detach().float()
-        weights = grad.float().mean((2, 3), keepdim=True)
+        # float32 (float64 for a double model) whatever the forward ran in (autocast): the sum
+        # runs over up to 2048 channels
+        dtype = readout_dtype(self.activation.dtype)
+        act = self.activation.detach().to(dtype)
+        weights = grad.to(dtype).mean((2, 3), keepdim=True)
         raw = torch.relu((weights * act).sum(1))
         peak = raw.flatten(1).amax(1).clamp_min(1e-12).view(b, 1, 1)
         return GradCamResult(maps=raw / peak, raw=raw, class_index=idx)

@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parents[1]
 class RunningApp:
     url: str
     checkpoints: Path  # where the app's built-in checkpoints come from
-    startup_s: float
     log: Path
     pid: int
 
@@ -98,7 +97,6 @@ def app_server(tmp_path_factory) -> RunningApp:
     }
     env.pop("HF_HUB_CACHE", None)
     log = tmp / "app.log"
-    t0 = time.perf_counter()
     with open(log, "wb") as fh:
         proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=fh, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
@@ -117,7 +115,7 @@ def app_server(tmp_path_factory) -> RunningApp:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"app.py did not answer within 90 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.25)
-        yield RunningApp(url=url, checkpoints=ckpt, startup_s=time.perf_counter() - t0, log=log, pid=proc.pid)
+        yield RunningApp(url=url, checkpoints=ckpt, log=log, pid=proc.pid)
     finally:
         proc.terminate()
         try:

@@ -19,6 +19,19 @@ def _open(path: str) -> Image.Image:
     return im
 
 
+def test_building_the_app_loads_no_model():
+    """The app starts in seconds because no model is loaded before the first request (checked
+    on what importing app.py does, not with a clock: start-up time depends on the machine)."""
+    import subprocess
+    import sys
+
+    code = ("import app; from attnviz.models import loading; "
+            "assert app.demo is not None and not loading._cache, list(loading._cache); print('ok')")
+    res = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
 def test_views_are_jpeg_overlays_and_png_charts(cbam_result, tmp_path):
     views = L.inspect_views(cbam_result, tmp_path, alpha=0.6, colormap="viridis")
     size = cbam_result.view(L.VIEW_SIZE).size

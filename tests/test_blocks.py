@@ -1,4 +1,9 @@
-"""Each block against its formula, against timm, and against what its gate multiplies by."""
+"""Each block against its formula, against timm, and against what its gate multiplies by.
+
+Everything runs in float64: the formulas use other kernels than the blocks (matmul for conv,
+manual BatchNorm), and float32 results of different kernels differ by amounts that depend on
+the CPU. In float64 a right block matches to ~1e-15 and a wrong one is off by O(1).
+"""
 from __future__ import annotations
 
 import math
@@ -33,14 +38,14 @@ def gen() -> torch.Generator:
 
 
 def x_like(gen: torch.Generator, c: int = 64, hw: int = 9, b: int = 3) -> torch.Tensor:
-    return torch.randn(b, c, hw, hw + 2, generator=gen)
+    return torch.randn(b, c, hw, hw + 2, generator=gen, dtype=torch.float64)
 
 
 @torch.no_grad()
 @pytest.mark.parametrize("pool", ["avg", "max"])
 def test_se_matches_formula(gen, pool):
     x = x_like(gen)
-    blk = SqueezeExcite(64, reduction=16, pool=pool).eval()
+    blk = SqueezeExcite(64, reduction=16, pool=pool).eval().double()
     s = x.mean((2, 3)) if pool == "avg" else x.amax((2, 3))
     w1, b1 = blk.fc1.weight.view(4, 64), blk.fc1.bias
     w2, b2 = blk.fc2.weight.view(64, 4), blk.fc2.bias
@@ -52,7 +57,7 @@ def test_se_matches_formula(gen, pool):
 @pytest.mark.parametrize("k", [None, 3, 7])
 def test_eca_matches_formula(gen, k):
     x = x_like(gen, c=128)
-    blk = EfficientChannelAttention(128, kernel_size=k).eval()
+    blk = EfficientChannelAttention(128, kernel_size=k).eval().double()
     kk = blk.conv.kernel_size[0]
     assert kk == (k or eca_kernel_size(128))
     s = x.mean((2, 3))  # [B, C]
@@ -67,7 +72,7 @@ def test_eca_matches_formula(gen, k):
 @pytest.mark.parametrize("ks", [3, 5, 7])
 def test_cbam_matches_formula(gen, mlp, ks):
     x = x_like(gen)
-    blk = CBAM(64, reduction=16, spatial_kernel_size=ks, channel_mlp=mlp).eval()
+    blk = CBAM(64, reduction=16, spatial_kernel_size=ks, channel_mlp=mlp).eval().double()
     randomize_bn(blk, gen)
     if mlp == "fc":
         def mlp_fn(v):
@@ -89,7 +94,7 @@ def test_cbam_matches_formula(gen, mlp, ks):
 @pytest.mark.parametrize("combine", ["mul", "sum"])
 def test_bam_matches_formula(gen, combine):
     x = x_like(gen, c=64, hw=12)
-    blk = BAM(64, reduction=16, dilation=4, combine=combine).eval()
+    blk = BAM(64, reduction=16, dilation=4, combine=combine).eval().double()
     randomize_bn(blk, gen)
 
     def bn(m, v):
@@ -113,7 +118,7 @@ def test_bam_matches_formula(gen, combine):
 @torch.no_grad()
 def test_spatial_matches_formula(gen):
     x = x_like(gen)
-    blk = SpatialAttention(64).eval()
+    blk = SpatialAttention(64).eval().double()
     m = torch.einsum("bchw,c->bhw", x, blk.conv.weight.view(64)) + blk.conv.bias
     torch.testing.assert_close(blk(x), x * torch.sigmoid(m)[:, None])
 
@@ -132,7 +137,7 @@ def test_eca_adaptive_kernel_sizes(channels, expected):
 @pytest.mark.parametrize("kind", sorted(BLOCKS))
 def test_captured_gate_is_what_the_block_multiplies_by(gen, kind):
     """Recompute the gate from the block's input and output: out / in (BAM: out / in - 1)."""
-    blk = create_block(kind, 64).eval()
+    blk = create_block(kind, 64).eval().double()
     randomize_bn(blk, gen)
     x = x_like(gen, c=64, hw=10).abs() + 0.1  # no zeros to divide by
     seen = {}
@@ -144,24 +149,24 @@ def test_captured_gate_is_what_the_block_multiplies_by(gen, kind):
     ratio = seen["y"] / seen["x"]
     if kind == "bam":
         ratio = ratio - 1
-        torch.testing.assert_close(res.channel, ratio.mean((2, 3)), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(res.spatial, ratio.mean(1), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(res.channel, ratio.mean((2, 3)))
+        torch.testing.assert_close(res.spatial, ratio.mean(1))
     elif kind == "cbam":
         # total scale = channel gate (per channel) × spatial gate (per pixel)
-        torch.testing.assert_close(ratio, res.channel[:, :, None, None] * res.spatial[:, None], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ratio, res.channel[:, :, None, None] * res.spatial[:, None])
     elif kind == "spatial":
         assert res.channel is None
-        torch.testing.assert_close(res.spatial, ratio[:, 0], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(res.spatial, ratio[:, 0])
+        torch.testing.assert_close(ratio, ratio[:, :1].expand_as(ratio))
     else:  # se, eca: one weight per channel, constant over pixels
         assert res.spatial is None
-        torch.testing.assert_close(res.channel, ratio.mean((2, 3)), rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(ratio, res.channel[:, :, None, None].expand_as(ratio), rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(res.channel, ratio.mean((2, 3)))
+        torch.testing.assert_close(ratio, res.channel[:, :, None, None].expand_as(ratio))
 
 
 @torch.no_grad()
 def test_se_equals_timm(gen):
-    ours, ref = SqueezeExcite(256).eval(), SEModule(256, rd_ratio=1 / 16).eval()
+    ours, ref = SqueezeExcite(256).eval().double(), SEModule(256, rd_ratio=1 / 16).eval().double()
     assert ref.fc1.out_channels == ours.fc1.out_channels == 16
     ref.load_state_dict({k: v for k, v in ours.state_dict().items()})
     x = x_like(gen, c=256)
@@ -170,8 +175,8 @@ def test_se_equals_timm(gen):
 
 @torch.no_grad()
 def test_eca_equals_timm(gen):
-    ours = EfficientChannelAttention(256).eval()
-    ref = EcaModule(channels=256).eval()
+    ours = EfficientChannelAttention(256).eval().double()
+    ref = EcaModule(channels=256).eval().double()
     assert ref.conv.weight.shape == ours.conv.weight.shape == (1, 1, 5)
     ref.load_state_dict(ours.state_dict())
     x = x_like(gen, c=256)
@@ -185,8 +190,8 @@ def test_eca_equals_timm(gen):
 @torch.no_grad()
 def test_cbam_equals_timm(gen):
     """timm's CBAM: 1×1 convs without bias for the MLP and [mean, max] concat order."""
-    ours = CBAM(128, reduction=16).eval()
-    ref = CbamModule(128, rd_ratio=1 / 16).eval()
+    ours = CBAM(128, reduction=16).eval().double()
+    ref = CbamModule(128, rd_ratio=1 / 16).eval().double()
     randomize_bn(ours, gen)
     torch.nn.init.zeros_(ours.channel.mlp.fc1.bias)
     torch.nn.init.zeros_(ours.channel.mlp.fc2.bias)

@@ -1,6 +1,7 @@
 """Capture hooks: right blocks, read-only, removed, restoring state, thread-safe."""
 from __future__ import annotations
 
+import copy
 import threading
 
 import pytest
@@ -99,15 +100,19 @@ def test_capture_survives_in_place_changes_after_the_gate():
 
 
 def test_two_forwards_concatenate_along_batch(cbam_model):
-    a, b = torch.randn(1, 3, 64, 64), torch.randn(2, 3, 64, 64)
-    with torch.no_grad(), capture(cbam_model) as cap:
-        cbam_model(a)
-        cbam_model(b)
-    with torch.no_grad(), capture(cbam_model) as ref:
-        cbam_model(torch.cat([a, b]))
+    # float64: a batch of 3 and batches of 1 and 2 take different float32 kernels, whose rounding
+    # differs by CPU; in double they agree to ~1e-15.
+    model = copy.deepcopy(cbam_model).double()
+    a, b = torch.randn(1, 3, 64, 64, dtype=torch.float64), torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad(), capture(model) as cap:
+        model(a)
+        model(b)
+    with torch.no_grad(), capture(model) as ref:
+        model(torch.cat([a, b]))
     for name in ("layer1.0", "layer4.0"):
-        assert cap[name].channel.shape[0] == 3
-        torch.testing.assert_close(cap[name].spatial, ref[name].spatial, rtol=1e-4, atol=1e-5)
+        assert cap[name].channel.shape[0] == 3 and cap[name].channel.dtype == torch.float64
+        torch.testing.assert_close(cap[name].channel, ref[name].channel, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(cap[name].spatial, ref[name].spatial, rtol=1e-12, atol=1e-12)
 
 
 def test_only_selects_blocks_and_rejects_unknown(cbam_model):
@@ -121,11 +126,14 @@ def test_only_selects_blocks_and_rejects_unknown(cbam_model):
 
 
 def test_eight_threads_on_one_model_equal_serial(cbam_model):
-    inputs = [torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(i)) for i in range(8)]
+    # float64, so that "equal" does not rest on float32 kernels rounding alike on every thread
+    model = copy.deepcopy(cbam_model).double()
+    inputs = [torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(i), dtype=torch.float64)
+              for i in range(8)]
 
     def run(x):
-        with torch.no_grad(), capture(cbam_model) as cap:
-            logits = cbam_model(x)
+        with torch.no_grad(), capture(model) as cap:
+            logits = model(x)
         return logits, {b.name: (b.channel.clone(), b.spatial.clone()) for b in cap}
 
     serial = [run(x) for x in inputs]
@@ -154,7 +162,7 @@ def test_eight_threads_on_one_model_equal_serial(cbam_model):
             assert caps_t[name][0].shape == (1, caps_s[name][0].shape[1])  # own batch only
             torch.testing.assert_close(caps_t[name][0], caps_s[name][0])
             torch.testing.assert_close(caps_t[name][1], caps_s[name][1])
-    assert all_hooks_empty(cbam_model)
+    assert all_hooks_empty(model)
 
 
 def test_finds_timm_attention_modules():

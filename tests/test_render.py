@@ -77,7 +77,7 @@ def test_colormap_lut_unknown_name_lists_choices():
 # geometry
 # --------------------------------------------------------------------------- #
 def _torch_up(m: np.ndarray, w: int, h: int) -> np.ndarray:
-    t = torch.from_numpy(np.asarray(m, dtype=np.float32))[None, None]
+    t = torch.from_numpy(np.asarray(m, dtype=np.float64))[None, None]  # exact reference: only our rounding counts
     return F.interpolate(t, size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
 
 

@@ -36,8 +36,12 @@ from attnviz.models.resnet import AttentionResNet
 from attnviz.models.zoo import IMAGENET_VARIANTS, Variant, WeightsSource
 
 VARIANTS = {v.name: v for v in IMAGENET_VARIANTS}
-LOGIT_TOL = 1e-4
-GATE_TOL = 1e-5
+# The comparisons run both models in float64 (float32 weights widened exactly): float32
+# convolutions take different kernels on different CPUs and differ by ~1e-5 after 16 blocks,
+# which says nothing about the conversion. In float64 the same network agrees to ~1e-13 and a
+# wrong mapping is off by O(0.1-10), so these bounds separate the two on any machine.
+LOGIT_TOL = 1e-9
+GATE_TOL = 1e-10
 REAL_DOWNLOAD = torch.hub.download_url_to_file
 PYTORCHCV = "https://github.com/osmr/imgclsmob/releases/download"
 
@@ -354,7 +358,9 @@ def case(request, env) -> Case:
     W.load_into(ours, W.convert_state_dict(state, prep.source.format))
     ours.eval()
 
-    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(99))
+    prep.model.double()
+    ours.double()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(99), dtype=torch.float64)
     with torch.no_grad():
         if prep.gate_hooks is None:
             with capture(prep.model) as cap_src:
@@ -398,6 +404,7 @@ def _merge(got) -> dict[str, dict[str, torch.Tensor]]:
 
 @pytest.mark.slow
 def test_logits_match_source_model(case: Case):
+    assert case.src_logits.dtype == case.our_logits.dtype == torch.float64
     diff = (case.src_logits - case.our_logits).abs().max().item()
     print(f"\n{case.variant.name}: max |logit diff| = {diff:.3g} (logit scale {case.src_logits.abs().max():.3g})")
     assert case.src_logits.abs().max() > 0.5, "logits too small for the comparison to mean anything"
@@ -409,13 +416,17 @@ def test_gates_match_source_model(case: Case):
     expected_blocks = {"none": 0, "bam": 3}.get(case.variant.block, 16)
     assert len(case.our_gates) == expected_blocks
     assert case.src_gates.keys() == case.our_gates.keys()
+    worst = 0.0
     for block, roles in case.src_gates.items():
         assert roles.keys() == case.our_gates[block].keys(), block
         for role, t in roles.items():
             ours = case.our_gates[block][role]
-            assert ours.shape == t.shape, (block, role)
-            assert (ours - t).abs().max().item() <= GATE_TOL, (block, role)
+            assert ours.shape == t.shape and ours.dtype == t.dtype == torch.float64, (block, role)
+            diff = (ours - t).abs().max().item()
+            worst = max(worst, diff)
+            assert diff <= GATE_TOL, (block, role, diff)
             assert t.std() > 1e-3, (block, role)  # gates are not saturated/constant
+    print(f"\n{case.variant.name}: max |gate diff| = {worst:.3g}")
 
 
 @pytest.mark.slow
