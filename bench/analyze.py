@@ -1,0 +1,192 @@
+#!/usr/bin/env python
+"""``attnviz.analyze`` throughput against a bare batched forward, memory, and Ray's overhead.
+
+    python bench/analyze.py [--images 512] [--r50-images 128] [--repeats 3] [--skip-r50]
+                            [--skip-rss] [--skip-ray] [--out BENCHMARKS.md]
+
+1. Throughput (local engine, CPU, batch 32): ``analyze`` on an ImageFolder of PNG files
+   (decoded and preprocessed in DataLoader workers, forwarded under ``attnviz.capture``,
+   statistics folded in float64) next to a bare ``inference_mode`` forward of the same model
+   on the same images already decoded into tensors, in batches of 32. Both rows run in one
+   loop, alternating, ``--repeats`` times; medians. Built-in models at 96 px and, unless
+   ``--skip-r50``, ``se_resnet50`` and ``cbam_resnet50`` at 224 px (JPEGs of 320x256, resized
+   to 256 and cropped) with RANDOM-INIT weights (no download; speed does not depend on them).
+2. Peak RSS of ``analyze`` on synthetic:1000 and synthetic:5000 (separate processes).
+3. Ray engine on this machine (``ray.init(num_cpus=<cores>)``): start-up, time to the first
+   batch and images/s against the local engine on the same folder.
+
+The tables are printed and written into ``--out`` between this script's own markers (below
+bench.py's marker, so bench.py keeps them).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import attnviz  # noqa: E402
+from attnviz.analysis import analyze  # noqa: E402
+from attnviz.models.loading import LoadedModel  # noqa: E402
+from attnviz.preprocess import prepare  # noqa: E402
+from attnviz.synthetic import CLASSES, generate  # noqa: E402
+
+BEGIN, END = "<!-- bench/analyze.py begin -->", "<!-- bench/analyze.py end -->"
+BUILTINS = ("shapes_se_resnet", "shapes_eca_resnet", "shapes_cbam_resnet", "shapes_bam_resnet")
+
+
+def write_folder(root: Path, n: int, size: tuple[int, int], fmt: str) -> Path:
+    for i in range(n):
+        s = generate(i, seed=2000, size=max(size))
+        d = root / CLASSES[s.label]
+        d.mkdir(parents=True, exist_ok=True)
+        im = Image.fromarray(s.image)
+        if im.size != size:
+            im = im.crop((0, 0, *size))
+        im.save(d / f"{i}.{fmt}", quality=90) if fmt == "jpg" else im.save(d / f"{i}.{fmt}")
+    return root
+
+
+def bare_forward(loaded: LoadedModel, x: torch.Tensor, batch: int) -> float:
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i in range(0, len(x), batch):
+            loaded.model(x[i:i + batch])
+    return time.perf_counter() - t0
+
+
+def throughput(loaded: LoadedModel, folder: Path, repeats: int, batch: int = 32) -> dict:
+    files = sorted(folder.rglob("*.*"))
+    x = torch.cat([prepare(f, loaded.preprocess).tensor for f in files])  # decoded once, up front
+    bare_forward(loaded, x[:batch], batch)  # warm-up
+    analyze(folder, loaded, batch_size=batch, max_images=batch)
+    t_bare, t_an = [], []
+    for r in range(repeats):  # alternate the rows so drift on a shared machine hits both alike
+        for row in (("bare", "analyze") if r % 2 == 0 else ("analyze", "bare")):
+            if row == "bare":
+                t_bare.append(bare_forward(loaded, x, batch))
+            else:
+                t0 = time.perf_counter()
+                analyze(folder, loaded, batch_size=batch)
+                t_an.append(time.perf_counter() - t0)
+    n = len(files)
+    bare, an = n / statistics.median(t_bare), n / statistics.median(t_an)
+    return {"model": loaded.name, "n": n, "bare": bare, "analyze": an, "ratio": an / bare}
+
+
+def random_init(name: str) -> LoadedModel:
+    v = attnviz.get_variant(name)
+    torch.manual_seed(0)
+    return LoadedModel(v, v.build().eval(), torch.device("cpu"), "random init (benchmark)")
+
+
+def peak_rss_mb(n: int) -> float:
+    code = ("import resource, attnviz\n"
+            f"attnviz.analyze('synthetic:{n}', 'shapes_se_resnet', device='cpu', num_workers=1)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def ray_overhead(loaded: LoadedModel, folder: Path) -> dict:
+    import ray
+
+    t0 = time.perf_counter()
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT)}})
+    t_init = time.perf_counter() - t0
+    try:
+        out = {}
+        for engine in ("local", "ray"):
+            first: list[float] = []
+            t0 = time.perf_counter()
+            a = analyze(folder, loaded, batch_size=32, engine=engine,
+                        progress=lambda d, t: first.append(time.perf_counter()) if not first else None)
+            total = time.perf_counter() - t0
+            out[engine] = {"first": first[0] - t0, "total": total, "ips": a.n_images / total}
+    finally:
+        ray.shutdown()
+    out["init"] = t_init
+    return out
+
+
+def markdown(rows: list[dict], rss: dict | None, ray_rows: dict | None, args: argparse.Namespace) -> str:
+    lines = [BEGIN, "", "## `attnviz analyze` (bench/analyze.py)", "",
+             f"`python bench/analyze.py {' '.join(sys.argv[1:])}`, {os.cpu_count()} CPU cores, torch "
+             f"{torch.__version__}, {torch.get_num_threads()} torch threads, batch 32, local engine, "
+             f"medians of {args.repeats} alternating repeats.", "",
+             "| model | input | images | bare forward img/s | analyze img/s | analyze / bare |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['input']} | {r['n']} | {r['bare']:.1f} | {r['analyze']:.1f} | "
+                     f"{r['ratio']:.2f}x |")
+    lines += ["", "ResNet-50 rows use random-init weights (speed does not depend on them). \"bare forward\" runs "
+              "on tensors decoded before timing; \"analyze\" includes decoding the files in DataLoader "
+              "workers, capture and the float64 statistics."]
+    if rss:
+        lines += ["", f"Peak RSS of the analyzing process (shapes_se_resnet, 1 worker): synthetic:1000 "
+                      f"{rss[1000]:.0f} MB, synthetic:5000 {rss[5000]:.0f} MB ({rss[5000] - rss[1000]:+.0f} MB)."]
+    if ray_rows:
+        lo, ra = ray_rows["local"], ray_rows["ray"]
+        lines += ["", f"Ray engine on this machine ({ray_rows['model']}, {ray_rows['n']} PNGs): ray.init "
+                      f"{ray_rows['init']:.1f} s; first batch after {ra['first']:.1f} s (local {lo['first']:.1f} s); "
+                      f"{ra['ips']:.1f} img/s end to end (local {lo['ips']:.1f} img/s, "
+                      f"{ra['ips'] / lo['ips']:.2f}x)."]
+    return "\n".join(lines + ["", END]) + "\n"
+
+
+def write_out(path: Path, text: str) -> None:
+    old = path.read_text() if path.exists() else ""
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text
+    path.write_text(new)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=512)
+    p.add_argument("--r50-images", type=int, default=128)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--skip-r50", action="store_true")
+    p.add_argument("--skip-rss", action="store_true")
+    p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    args = p.parse_args()
+    rows, rss, ray_rows = [], None, None
+    with tempfile.TemporaryDirectory() as tmp:
+        small = write_folder(Path(tmp) / "96", args.images, (96, 96), "png")
+        for name in BUILTINS:
+            rows.append({**throughput(attnviz.load_model(name, device="cpu"), small, args.repeats), "input": "96 px PNG"})
+            print(rows[-1], flush=True)
+        if not args.skip_r50:
+            big = write_folder(Path(tmp) / "224", args.r50_images, (320, 256), "jpg")
+            for name in ("se_resnet50", "cbam_resnet50"):
+                rows.append({**throughput(random_init(name), big, args.repeats), "input": "224 px (JPEG 320x256)"})
+                print(rows[-1], flush=True)
+        if not args.skip_rss:
+            rss = {n: peak_rss_mb(n) for n in (1000, 5000)}
+            print(rss, flush=True)
+        if not args.skip_ray:
+            loaded = attnviz.load_model("shapes_se_resnet", device="cpu")
+            ray_rows = {**ray_overhead(loaded, small), "model": loaded.name, "n": args.images}
+            print(ray_rows, flush=True)
+    text = markdown(rows, rss, ray_rows, args)
+    print(text)
+    write_out(args.out, text)
+
+
+if __name__ == "__main__":
+    main()
