@@ -59,7 +59,7 @@ def _plain_run(loaded: Any, x: torch.Tensor, block: str, batch: int) -> tuple[to
     """Target classes, channel gates [N, C] and output-channel norms [N, C] of the plain model."""
     net, norms = loaded.model, []
     handle = attention_module(net, block).register_forward_hook(
-        lambda _m, _i, out: norms.append(out.detach().float().flatten(2).norm(dim=2).cpu()))
+        lambda _m, _i, out: norms.append(out.detach().flatten(2).norm(dim=2).cpu()))
     logits = []
     try:
         with capture(net, only=[block]) as cap:
@@ -69,7 +69,7 @@ def _plain_run(loaded: Any, x: torch.Tensor, block: str, batch: int) -> tuple[to
         handle.remove()
     if cap[block].channel is None:
         raise ValueError(f"{block} has no channel gate; channel deletion needs one")
-    return torch.cat(logits).argmax(1), cap[block].channel.float(), torch.cat(norms)
+    return torch.cat(logits).argmax(1), cap[block].channel, torch.cat(norms)
 
 
 def _orders(order: str, gates: torch.Tensor, norms: torch.Tensor, seed: int) -> torch.Tensor:
@@ -98,7 +98,7 @@ def _curve(loaded: Any, x: torch.Tensor, block: str, order: torch.Tensor, target
     for i in range(0, n * s, batch):
         sel = rows[i:i + batch]
         with intervene(loaded.model, {block: ChannelKnockout(mask=masks[i:i + batch].to(loaded.device))}):
-            logits = loaded.model(x[sel].to(loaded.device)).float()
+            logits = loaded.model(x[sel].to(loaded.device)).double()  # float64 model: exact rows
         probs.append(torch.softmax(logits, 1).gather(1, targets[sel, None].to(logits.device)).cpu()[:, 0])
     return torch.cat(probs).view(n, s).numpy()
 
