@@ -7,7 +7,8 @@ Three tabs: Inspect (one image, one variant), Compare variants (one image, 2–5
 Compare images (2–8 images, one variant). The UI only arranges what the library computes
 (:func:`attnviz.inspect`, :mod:`attnviz.export`, :mod:`attnviz.render`, :mod:`attnviz.app_logic`);
 no model is loaded before the first request. Named API endpoints: ``/inspect``, ``/compare``,
-``/compare_images`` (see README, "HTTP API").
+``/compare_images``, ``/analyze`` (the Dataset tab: gate statistics of a set of images; see
+README, "HTTP API", and docs/ANALYSIS.md).
 """
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ from typing import Any
 import gradio as gr
 
 from attnviz import app_logic as L
+from attnviz import app_dataset as D
+from attnviz.analysis import Analysis
 from attnviz import render
 from attnviz.cli import unique_stems
 from attnviz.inspection import Inspection, inspect, inspect_batch
@@ -424,6 +427,69 @@ def example_set():
 
 
 # ----------------------------------------------------------------------------------------------
+# Dataset (logic in attnviz.app_dataset; statistics by attnviz.analyze)
+
+DATASET_SOURCES = ("Built-in synthetic set", "Uploaded zip of images")
+
+
+@_torch_thread.runs
+@GPU
+def _run_dataset(source: str, loaded: LoadedModel, folder: Path, n: int, progress: gr.Progress) -> Analysis:
+    def report(done: int, total: int) -> None:
+        progress(0.1 + 0.85 * done / max(total, 1), desc=f"Analysed {done} of {total} images…")
+
+    try:
+        return D.run_analysis(source, loaded, folder, max_images=n, progress=report)
+    except D.UploadError as exc:
+        raise gr.Error(str(exc), duration=None) from None
+
+
+def _dataset_outputs(v: D.DatasetViews) -> tuple:
+    return (v.summary, v.excitation, v.specificity, v.saturation, v.spatial, v.analysis_file,
+            gr.update(choices=v.blocks, value=[]), gr.update(choices=v.classes, value=[]), v.analysis_file)
+
+
+def analyze_dataset(source=DATASET_SOURCES[0], zip_file=None, n_images=200, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT,
+                    progress=gr.Progress()):
+    """Gate statistics of up to 2000 images (the built-in synthetic set or an uploaded zip)."""
+    try:
+        n = int(n_images)
+    except (TypeError, ValueError):
+        n = 0
+    if not 1 <= n <= D.MAX_APP_IMAGES:
+        raise gr.Error(f"Number of images: 1 to {D.MAX_APP_IMAGES} (got {n_images!r}).")
+    if source == DATASET_SOURCES[1]:
+        if not zip_file:
+            raise gr.Error(f"No zip uploaded; accepted: {D.ZIP_ACCEPTED}.")
+        spec = str(zip_file)
+    elif source == DATASET_SOURCES[0]:
+        spec = f"synthetic:{n}"
+    else:
+        raise gr.Error(f"Images: one of {', '.join(DATASET_SOURCES)} (got {source!r}).")
+    loaded = _load(variant, progress)
+    folder = _scratch_dir()
+    progress(0.1, desc=f"Analysing with {loaded.name}…")
+    return _dataset_outputs(D.views(_run_dataset(spec, loaded, folder, n, progress), folder))
+
+
+def open_analysis(file):
+    if not file:
+        return (gr.skip(),) * 9
+    try:
+        analysis = Analysis.load(str(file))
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    return _dataset_outputs(D.views(analysis, _scratch_dir()))
+
+
+def redraw_dataset(path, blocks, classes):
+    if not path:
+        return gr.skip(), gr.skip()
+    v = D.views(Analysis.load(path), _scratch_dir(), blocks, classes)
+    return v.excitation, v.spatial
+
+
+# ----------------------------------------------------------------------------------------------
 # layout
 
 CSS = """
@@ -626,6 +692,49 @@ def build() -> gr.Blocks:
                        api_visibility="private", queue=False)
                 m_block.input(select_profile, [m_block, m_summary, m_profiles], m_profile,
                               api_visibility="private", queue=False)
+
+            # ---------------------------------------------------------------- Dataset
+            with gr.Tab("Dataset", id="dataset"):
+                with gr.Row():
+                    with gr.Column(scale=1, min_width=300):
+                        d_source = gr.Radio(list(DATASET_SOURCES), value=DATASET_SOURCES[0], label="Images")
+                        d_zip = gr.File(label="Zip of images (one subfolder per class, or loose)",
+                                        file_types=[".zip"], type="filepath", elem_id="dataset-zip")
+                        d_n = gr.Slider(8, D.MAX_APP_IMAGES, value=200, step=8, label="Images (at most)")
+                        d_variant = gr.Dropdown(variant_choices, value=EXAMPLE_VARIANT or DEFAULT_VARIANT,
+                                                label="Model variant")
+                        d_btn = gr.Button("Analyze", variant="primary", elem_id="dataset-run")
+                        d_open = gr.File(label="Or open a saved analysis (.npz)", file_types=[".npz"],
+                                         type="filepath", elem_id="dataset-open")
+                        gr.Markdown(
+                            "SENet's population view (Fig. 6): the mean gate of every channel per class, and "
+                            "along depth the class-specificity (η², the share of gate variance between class "
+                            "means) and the share of saturated gates. Unlabelled images are grouped by the "
+                            "model's top-1. Definitions: docs/ANALYSIS.md.", elem_classes="attnviz-note")
+                    with gr.Column(scale=2):
+                        with gr.Row():
+                            d_blocks = gr.Dropdown([], multiselect=True, label="Blocks (panels)", interactive=True)
+                            d_classes = gr.Dropdown([], multiselect=True, label="Classes (lines)", interactive=True)
+                        d_exc = gr.Image(label="Mean excitation per channel by class", type="filepath", format="png",
+                                         interactive=False, elem_id="dataset-excitation")
+                        with gr.Row():
+                            d_spec = gr.Image(label="Class-specificity along depth", type="filepath", format="png",
+                                              interactive=False)
+                            d_sat = gr.Image(label="Saturated gates along depth", type="filepath", format="png",
+                                             interactive=False)
+                        d_spatial = gr.Image(label="Mean spatial gate by class (last spatial block)", type="filepath",
+                                             format="png", interactive=False)
+                        d_file = gr.File(label="Analysis file (.npz, attnviz-analysis/1)", interactive=False)
+                        with gr.Accordion("Summary (JSON)", open=False):
+                            d_summary = gr.JSON(label="Summary")
+                d_state = gr.State(None)
+                d_outputs = [d_summary, d_exc, d_spec, d_sat, d_spatial, d_file, d_blocks, d_classes, d_state]
+                d_btn.click(analyze_dataset, [d_source, d_zip, d_n, d_variant], d_outputs, api_name="analyze",
+                            api_description="Gate statistics of up to 2000 images: synthetic set or a zip", **MODEL)
+                d_open.upload(open_analysis, d_open, d_outputs, api_visibility="private")
+                for selector in (d_blocks, d_classes):
+                    selector.input(redraw_dataset, [d_state, d_blocks, d_classes], [d_exc, d_spatial],
+                                   api_visibility="private")
 
             # ---------------------------------------------------------------- Models
             with gr.Tab("Models", id="models"):
