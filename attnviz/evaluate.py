@@ -182,6 +182,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n", type=int, default=500, help="held-out images for accuracy and pointing game")
     parser.add_argument("--n-auc", type=int, default=200, help="images for deletion/insertion (0: skip)")
     parser.add_argument("--steps", type=int, default=16, help="deletion/insertion steps")
+    parser.add_argument("--faithfulness-n", type=int, default=None,
+                        help="images for channel deletion and the randomization sanity check "
+                             "(default: min(32, --n-auc); 0: skip)")
     parser.add_argument("--seed", type=int, default=TEST_SEED)
     parser.add_argument("--tolerance", type=float, default=None,
                         help="pointing-game tolerance in pixels (default: 15 px at 224 px, scaled to the input)")
@@ -192,7 +195,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     names = [v.name for v in variants().values() if v.builtin] if args.variants == ["builtin"] else args.variants
-    reports = []
+    reports, channel_reports = [], []
+    faith_n = min(32, args.n_auc) if args.faithfulness_n is None else args.faithfulness_n
     for name in names:
         t0 = time.perf_counter()
         loaded = load_model(name, device=args.device)
@@ -200,11 +204,19 @@ def run(args: argparse.Namespace) -> int:
             raise SystemExit(f"attnviz: error: {name} is not a synthetic-shapes model; evaluate needs a built-in")
         reports.append(evaluate_variant(loaded, args.n, seed=args.seed, n_auc=args.n_auc, steps=args.steps,
                                         tolerance=args.tolerance))
+        if faith_n > 0:
+            from .evaluate_channels import evaluate_channels
+
+            channel_reports.append(evaluate_channels(loaded, faith_n, seed=args.seed, steps=args.steps))
         print(f"{name}: accuracy {100 * reports[-1].accuracy:.1f} % ({time.perf_counter() - t0:.0f} s)", flush=True)
     command = "python -m attnviz evaluate " + " ".join(
         f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
         for k, v in vars(args).items() if k in ("variants", "n", "n_auc", "steps", "seed"))
-    table = markdown(reports, command)
+    if faith_n != min(32, args.n_auc):
+        command += f" --faithfulness-n {faith_n}"
+    from .evaluate_channels import markdown as channels_markdown
+
+    table = markdown(reports, command) + channels_markdown(channel_reports, command)
     print(table)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -212,8 +224,10 @@ def run(args: argparse.Namespace) -> int:
         notes = old[old.index(NOTES_MARKER):] if NOTES_MARKER in old else ""
         args.out.write_text(table + ("\n" + notes if notes else ""))
     if args.json:
+        channels_json = {c.variant: c.to_json() for c in channel_reports}
         args.json.write_text(json.dumps([{
             "variant": r.variant, "accuracy": r.accuracy, "n": r.n,
             "sources": {k: s.__dict__ for k, s in r.sources.items()},
+            "channels": channels_json.get(r.variant),
         } for r in reports], indent=2))
     return 0
