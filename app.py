@@ -25,6 +25,7 @@ from typing import Any
 import gradio as gr
 
 from attnviz import app_logic as L
+from attnviz import app_intervene as IV
 from attnviz import app_dataset as D
 from attnviz.analysis import Analysis
 from attnviz import render
@@ -500,6 +501,49 @@ CSS = """
 THEME = gr.themes.Default(primary_hue="indigo")
 
 
+# ----------------------------------------------------------------------------------------------
+# Inspect: the Intervene panel (what it means: attnviz.intervene; the panel's logic: app_intervene)
+
+
+@_torch_thread.runs
+@GPU
+def _intervene_one(path: str, loaded: LoadedModel, interventions: dict) -> Inspection:
+    try:
+        return inspect(path, loaded, interventions=interventions)
+    except ImageLoadError as exc:
+        raise _image_error(exc) from None
+    except (KeyError, ValueError) as exc:  # unknown block, k beyond a block's channels: say the range
+        raise gr.Error(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
+
+
+def intervene_image(image, variant=DEFAULT_VARIANT, blocks=(IV.ALL,), replacement="identity", k=8,
+                    opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP, progress=gr.Progress(track_tqdm=True)):
+    """Run one image with and without an intervention on attention blocks (blocks: names or
+    "all"; replacement: identity, mean, top-k knockout, bottom-k knockout): the deltas, the top-5
+    before and after, Grad-CAM before and after (both for the plain model's top-1) and a JSON summary."""
+    path = _image_path(image)
+    alpha, cmap = _check_style(opacity, colormap)
+    try:
+        interventions = IV.build_interventions(blocks, replacement, k)
+    except ValueError as exc:
+        raise gr.Error(str(exc)) from None
+    loaded = _load(variant, progress)
+    progress(0.7, desc=f"Running {loaded.name} with and without the intervention…")
+    result = _intervene_one(path, loaded, interventions)
+    v = IV.intervene_views(result, _scratch_dir(), alpha=alpha, colormap=cmap)
+    return v.markdown, v.label_before, v.label_after, v.gradcam_before, v.gradcam_after, v.summary
+
+
+@_torch_thread.runs
+def intervene_blocks(variant):
+    """The Intervene panel's block choices for a variant (its architecture, no weights)."""
+    try:
+        names = IV.block_names(variant) if variant else ()
+    except KeyError:
+        names = ()
+    return gr.update(choices=[IV.ALL, *names], value=[IV.ALL])
+
+
 def gallery(**kwargs) -> gr.Gallery:
     """A gallery as tall as its images (gradio's "auto" height would keep a 450 px minimum)."""
     kwargs.setdefault("format", "png")
@@ -603,6 +647,37 @@ def build() -> gr.Blocks:
                             api_visibility="private", **MODEL))
                     else:
                         gr.Markdown("No example images in `assets/` yet.", elem_classes="attnviz-note")
+
+                with gr.Accordion("Intervene: switch a block's attention off or knock out channels",
+                                  open=False, elem_id="intervene-panel"):
+                    with gr.Row():
+                        with gr.Column(scale=1, min_width=300):
+                            iv_blocks = gr.Dropdown([IV.ALL], value=[IV.ALL], multiselect=True, allow_custom_value=True,
+                                                    label="Blocks", elem_id="intervene-blocks")
+                            iv_repl = gr.Radio(list(IV.REPLACEMENTS), value="identity", label="Replacement",
+                                               info="identity: block removed; mean: gate's mean; knockouts: "
+                                                    "the k highest / lowest-gate channels' output set to 0",
+                                               elem_id="intervene-replacement")
+                            iv_k = gr.Number(8, precision=0, label="k (channels, for knockouts)", elem_id="intervene-k")
+                            iv_btn = gr.Button("Intervene", variant="primary", elem_id="intervene-run")
+                        with gr.Column(scale=2):
+                            iv_md = gr.Markdown("Choose blocks and a replacement, then press **Intervene** "
+                                                "(uses the image and variant above).", elem_id="intervene-deltas")
+                            with gr.Row():
+                                iv_before = gr.Label(num_top_classes=5, label="Top-5 before", elem_id="intervene-before")
+                                iv_after = gr.Label(num_top_classes=5, label="Top-5 after", elem_id="intervene-after")
+                            with gr.Row():
+                                iv_cam_before = gr.Image(label="Grad-CAM before", type="filepath", interactive=False,
+                                                         elem_id="intervene-gradcam-before")
+                                iv_cam_after = gr.Image(label="Grad-CAM after (same class)", type="filepath",
+                                                        interactive=False, elem_id="intervene-gradcam-after")
+                            with gr.Accordion("Intervention summary (JSON)", open=False):
+                                iv_json = gr.JSON(label="Intervention")
+                iv_btn.click(intervene_image, [in_image, in_variant, iv_blocks, iv_repl, iv_k, in_alpha, in_cmap],
+                             [iv_md, iv_before, iv_after, iv_cam_before, iv_cam_after, iv_json], api_name="intervene",
+                             api_description="One image with and without an intervention on attention blocks", **MODEL)
+                in_variant.change(intervene_blocks, in_variant, iv_blocks, api_visibility="private", queue=False)
+                demo.load(intervene_blocks, in_variant, iv_blocks, api_visibility="private", queue=False)
 
             # ---------------------------------------------------------------- Compare variants
             with gr.Tab("Compare variants", id="compare"):
