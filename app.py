@@ -799,7 +799,8 @@ def build() -> gr.Blocks:
                                              interactive=False)
                         d_spatial = gr.Image(label="Mean spatial gate by class (last spatial block)", type="filepath",
                                              format="png", interactive=False)
-                        d_file = gr.File(label="Analysis file (.npz, attnviz-analysis/1)", interactive=False)
+                        d_file = gr.File(label="Analysis file (.npz, attnviz-analysis/1)", interactive=False,
+                                         elem_id="dataset-file")
                         with gr.Accordion("Summary (JSON)", open=False):
                             d_summary = gr.JSON(label="Summary")
                 d_state = gr.State(None)
