@@ -1,0 +1,44 @@
+"""The Intervene panel in a real headless browser: upload, open the panel, knock out the top-k
+channels of every block, and check the deltas, both top-5 lists and both Grad-CAMs are shown."""
+from __future__ import annotations
+
+import pytest
+
+from tests.test_browser import ARTIFACTS, TIMEOUT_MS, _assert_not_blank, browser, shapes_image  # noqa: F401
+
+pytestmark = pytest.mark.browser
+
+
+def test_intervene_panel_in_browser(app_server, browser, shapes_image, client):  # noqa: F811
+    from gradio_client import handle_file
+
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    try:
+        page.goto(app_server.url, timeout=TIMEOUT_MS)
+        page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#inspect-image input[type=file]").set_input_files(str(shapes_image))
+        page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        page.locator("#intervene-panel").get_by_text("Intervene: switch").first.click()
+        page.locator("#intervene-replacement").get_by_text("top-k knockout").click()
+        k = page.locator("#intervene-k input")
+        k.fill("4")
+        k.press("Tab")
+        page.locator("#intervene-run").click()
+
+        deltas = page.locator("#intervene-deltas")
+        deltas.get_by_text("KL(before‖after)").wait_for(timeout=TIMEOUT_MS)
+        before = _assert_not_blank(page, page.locator("#intervene-gradcam-before img"), "Grad-CAM before")
+        after = _assert_not_blank(page, page.locator("#intervene-gradcam-after img"), "Grad-CAM after")
+        assert before.shape == after.shape
+
+        # the same request through the API: the page shows exactly its numbers
+        md, label_before, label_after, *_ = client.predict(  # the default variant, as the page's
+            image=handle_file(str(shapes_image)), blocks=["all"], replacement="top-k knockout", k=4,
+            api_name="/intervene")
+        assert "knockout top 4" in md and md.split("KL")[1][:40] in deltas.inner_text().replace("\n", " ") + " "
+        assert label_before["label"] in page.locator("#intervene-before").inner_text()
+        assert label_after["label"] in page.locator("#intervene-after").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser_intervene.png"), full_page=True)
+    finally:
+        page.close()
