@@ -10,6 +10,8 @@ from .gradcam import gradcam
 from .intervene import ChannelKnockout, intervene
 from .effects import InterventionEffect
 from .drilldown import ChannelMap
+from .channel_deletion import DeletionCurves, channel_deletion
+from .sanity import SanityReport, cascading_randomization
 from .inspection import (
     BlockResult, ChannelStats, Inspection, Prediction, SpatialStats, inspect, inspect_batch,
 )
@@ -41,5 +43,6 @@ __all__ = [
     "Variant", "WeightsError", "WeightsUnavailableError", "capture", "create_block",
     "default_variant_name", "find_gates", "get_variant", "gradcam", "inspect", "inspect_batch",
     "load_model", "variants", "wrap_model", "__version__",
-    "ChannelKnockout", "ChannelMap", "InterventionEffect", "intervene",
+    "ChannelKnockout", "ChannelMap", "DeletionCurves", "InterventionEffect", "SanityReport",
+    "cascading_randomization", "channel_deletion", "intervene",
 ]
