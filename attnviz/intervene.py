@@ -159,6 +159,7 @@ def plan(model: nn.Module, interventions: Mapping[str, Spec]) -> list[GateEdit]:
             targets = [sites[block]]
         else:
             raise KeyError(f"no attention block named {block!r}; blocks: {list(sites)} (or '*' for all)")
+        matched = 0
         for site in targets:
             if block == "*" and role and role not in site.gates:
                 continue
@@ -166,6 +167,10 @@ def plan(model: nn.Module, interventions: Mapping[str, Spec]) -> list[GateEdit]:
                 continue
             for e in _edits_for_site(key, site, role, spec):
                 edits[(e.block, e.role)] = e
+                matched += 1
+        if not matched:  # "*:spatial" on SE blocks, a knockout on spatial-only blocks
+            raise ValueError(f"{key!r} matches no gate; the blocks' gates: "
+                             f"{ {s.name: list(s.gates) for s in sites.values()} }")
     order = {name: i for i, name in enumerate(sites)}
     return sorted(edits.values(), key=lambda e: (order[e.block], e.role))
 

@@ -218,6 +218,8 @@ def test_bad_requests_name_what_is_valid():
         plan(model, {"layer4.0:joint": "identity"})
     with pytest.raises(ValueError, match="needs a channel gate"):
         plan(make_model("spatial"), {"layer1.0": ChannelKnockout(top=1)})
+    with pytest.raises(ValueError, match=r"matches no gate.*'layer1\.0': \['channel'\]"):
+        plan(make_model("se"), {"*:spatial": "mean"})
     with pytest.raises(ValueError, match="no attention blocks"):
         plan(make_model(None), {"*": "identity"})
     with pytest.raises(ValueError, match="BLOCK=SPEC"):
