@@ -1,0 +1,110 @@
+"""What interventions, channel-deletion curves and channel drill-down cost, as ratios to the bare
+forward measured side by side in the same run (A/B interleaved per repeat, fastest run of each).
+
+* intervention forward: ``model(x)`` inside ``attnviz.intervene`` (identity on every block;
+  top-k knockout on the last block) vs ``model(x)``: the hooks' own cost;
+* ``inspect(..., interventions=...)`` vs ``inspect(...)``: the documented one more inspection;
+* ``channel_deletion`` of the last channel block, one image, S steps × 3 orders in one batched
+  forward, vs one bare forward;
+* drill-down: ``result.channel_map(block, c)`` right after an inspection (first channel: one
+  forward up to the block; next channel: cached), in ms.
+
+    python bench/intervene.py [--variants shapes_cbam_resnet ...] [--repeats 30] [--steps 16]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+import attnviz  # noqa: E402
+from attnviz.synthetic import generate  # noqa: E402
+
+BUILTINS = ("shapes_se_resnet", "shapes_eca_resnet", "shapes_cbam_resnet", "shapes_bam_resnet")
+
+
+def _ms(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return 1e3 * (time.perf_counter() - t0)
+
+
+def side_by_side(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
+    """Fastest ms of ``a`` and ``b`` over the repeats, alternating which runs first: on a shared
+    machine the minimum is the least disturbed run of each (medians drift with the load)."""
+    for _ in range(3):  # warm-up
+        a(), b()
+    ta, tb = [], []
+    for i in range(repeats):
+        if i % 2:
+            tb.append(_ms(b)), ta.append(_ms(a))
+        else:
+            ta.append(_ms(a)), tb.append(_ms(b))
+    return min(ta), min(tb)
+
+
+def bench_variant(name: str, repeats: int, steps: int) -> dict[str, float]:
+    loaded = attnviz.load_model(name, device="cpu")
+    net = loaded.model
+    image = generate(0, seed=2000, size=loaded.preprocess.input_size).image
+    x = attnviz.inspect(image, loaded, gradcam=False).prepared.tensor
+    channel_blocks = [s.name for s in attnviz.find_gates(net) if {"channel", "joint"} & set(s.gates)]
+    last = channel_blocks[-1]
+
+    def bare():
+        with torch.inference_mode():
+            net(x)
+
+    def under(spec):
+        def run():
+            with torch.inference_mode(), attnviz.intervene(net, spec):
+                net(x)
+        return run
+
+    out: dict[str, float] = {}
+    f, i = side_by_side(bare, under({"*": "identity"}), repeats)
+    out.update(forward_ms=f, identity_ratio=i / f)
+    f, k = side_by_side(bare, under({last: attnviz.ChannelKnockout(top=8)}), repeats)
+    out["knockout_ratio"] = k / f
+    p, q = side_by_side(lambda: attnviz.inspect(image, loaded),
+                        lambda: attnviz.inspect(image, loaded, interventions={"*": "identity"}), repeats)
+    out.update(inspect_ms=p, inspect_intervened_ratio=q / p)
+    f, d = side_by_side(bare, lambda: attnviz.channel_deletion(loaded, x, last, steps=steps), max(5, repeats // 3))
+    out.update(deletion_ratio=d / f, deletion_rows=3 * (steps + 1))
+    first, nxt = [], []
+    for _ in range(repeats):
+        r = attnviz.inspect(image, loaded)
+        first.append(_ms(lambda: r.channel_map(last, 0)))
+        nxt.append(_ms(lambda: r.channel_map(last, 1)))
+    out.update(drill_first_ms=min(first), drill_next_ms=min(nxt), drill_first_median_ms=statistics.median(first),
+               block=last)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variants", nargs="+", default=list(BUILTINS))
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--steps", type=int, default=16)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; fastest of {args.repeats} "
+          f"A/B-interleaved repeats, batch 1; ratios to the bare forward / plain inspect of the same run")
+    print(f"{'variant':<20} {'forward':>8} {'identity':>9} {'knockout':>9} {'inspect':>8} {'inspect+iv':>10} "
+          f"{'deletion':>17} {'drill 1st':>9} {'drill next':>10}")
+    for name in args.variants:
+        r = bench_variant(name, args.repeats, args.steps)
+        print(f"{name:<20} {r['forward_ms']:>6.2f}ms {r['identity_ratio']:>8.2f}x {r['knockout_ratio']:>8.2f}x "
+              f"{r['inspect_ms']:>6.1f}ms {r['inspect_intervened_ratio']:>9.2f}x "
+              f"{r['deletion_ratio']:>6.1f}x ({r['deletion_rows']} rows) {r['drill_first_ms']:>7.2f}ms "
+              f"{r['drill_next_ms']:>8.3f}ms  [{r['block']}]", flush=True)
+
+
+if __name__ == "__main__":
+    main()
