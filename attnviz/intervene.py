@@ -36,6 +36,7 @@ for one gate of a CBAM block, or ``"*"`` for every block (a named block override
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -119,7 +120,7 @@ def _check_spec(key: str, spec: Any) -> None:
             raise ValueError(f"intervention for {key!r}: unknown replacement {spec!r}; expected "
                              f"'identity', 'mean', a number, ChannelKnockout(...) or a tensor")
         return
-    if isinstance(spec, bool) or not isinstance(spec, (int, float)) or not math.isfinite(spec):
+    if isinstance(spec, bool) or not isinstance(spec, numbers.Real) or not math.isfinite(spec):
         raise ValueError(f"intervention for {key!r}: expected 'identity', 'mean', a finite number, "
                          f"ChannelKnockout(...) or a tensor, got {spec!r}")
 
