@@ -78,3 +78,31 @@ def markdown(reports: Sequence[ChannelReport], command: str) -> str:
                   f"gate order in {act} of {total}.", ""]
     sanity = [r.sanity for r in reports if r.sanity is not None]
     return "\n".join(lines) + "\n" + (sanity_markdown(sanity, command) if sanity else "")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m attnviz.evaluate_channels``: only these tables (what ``evaluate`` adds to its
+    own, on the same images: the first ``--n`` held-out images of ``--seed``)."""
+    import argparse
+
+    from .evaluate import TEST_SEED
+    from .models import load_model, variants
+
+    parser = argparse.ArgumentParser(prog="python -m attnviz.evaluate_channels", description=main.__doc__)
+    parser.add_argument("--variants", nargs="+", default=["builtin"])
+    parser.add_argument("--n", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=TEST_SEED)
+    parser.add_argument("--device", default=None)
+    args = parser.parse_args(argv)
+    names = [v.name for v in variants().values() if v.builtin] if args.variants == ["builtin"] else args.variants
+    command = (f"python -m attnviz.evaluate_channels --variants {' '.join(args.variants)} --n {args.n} "
+               f"--steps {args.steps} --seed {args.seed}")
+    reports = [evaluate_channels(load_model(name, device=args.device), args.n, seed=args.seed, steps=args.steps)
+               for name in names]
+    print(markdown(reports, command))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

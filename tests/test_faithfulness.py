@@ -96,3 +96,28 @@ def test_survivors_are_the_maps_still_correlated_at_the_end():
     rep = SanityReport("m", 1, ["fc", "conv1"], spearman={"a": [0.9, 0.8], "b": [0.9, 0.1]})
     assert rep.survivors == ["a"]
     assert randomization_steps(AttentionResNet(attn="bam", **SMALL))[:3] == ["fc", "layer4.0", "bam3"]
+
+
+def test_evaluate_writes_channel_tables_before_the_notes(tmp_path, capsys):
+    if "shapes_se_resnet" not in attnviz.variants():
+        pytest.skip("built-in SE checkpoint missing")
+    from attnviz.cli import main
+    from attnviz.evaluate import NOTES_MARKER
+
+    out, js = tmp_path / "EVALUATION.md", tmp_path / "e.json"
+    out.write_text(f"old\n{NOTES_MARKER}\nkept.\n")
+    assert main(["evaluate", "--variants", "shapes_se_resnet", "--n", "6", "--n-auc", "2", "--steps", "2",
+                 "--out", str(out), "--json", str(js)]) == 0
+    text = out.read_text()
+    head, notes = text.split(NOTES_MARKER)
+    assert notes == "\nkept.\n" and "## Channel deletion" in head and "## Sanity check" in head
+    rows = [line for line in head.splitlines() if "| layer" in line and "knock" not in line]
+    import json
+
+    channels = json.loads(js.read_text())[0]["channels"]
+    assert channels["n"] == 2 and [d["block"] for d in channels["channel_deletion"]] == [f"layer{i}.0" for i in range(1, 5)]
+    for d in channels["channel_deletion"]:
+        row = next(r for r in rows if f"| {d['block']} | {d['channels']} |" in r)
+        beats = "yes" if d["auc"]["gate"] < d["auc"]["random"] else "no"
+        assert f"| {d['auc']['gate']:.3f} | {d['auc']['random']:.3f} |" in row and row.endswith(f"| {beats} |")
+    assert channels["sanity"]["steps"][0] == "fc"
