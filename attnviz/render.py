@@ -590,6 +590,7 @@ def channel_bar_chart(
     sort: bool = True,
     color: RGB = (76, 114, 176),
     highlight_color: RGB = (221, 82, 40),
+    font_size: int = 10,
 ) -> Image.Image:
     """Bar chart of one block's channel gate values (sigmoid outputs in ``[0, 1]``).
 
@@ -607,6 +608,8 @@ def channel_bar_chart(
         top_k: how many of the largest channels to highlight (0 for none).
         size: ``(width, height)`` of the returned image.
         sort: show channels sorted by value (descending) instead of by index.
+        font_size: pixel size of tick, axis and legend text (the title is 3 px larger); 11+
+            for a small chart shown at its natural size, so the text stays legible.
 
     Returns:
         RGB image of exactly ``size``.
@@ -631,7 +634,8 @@ def channel_bar_chart(
         else:
             highlight[rank[:k]] = True
 
-    fs_title, fs_tick, fs_leg = 13, 10, 10
+    fs_tick = fs_leg = int(font_size)
+    fs_title = fs_tick + 3
     lh_tick = _line_height(fs_tick)
 
     # legend entries (right column)
@@ -710,7 +714,7 @@ def channel_bar_chart(
         canvas[r, x0 - 5 : x0 - 1] = P_AXIS
 
     # x ticks: positions in display order
-    xt_step, _ = _nice_step(n, 5)
+    xt_step, _ = _nice_step(n, 5 if pw >= 200 else 2)  # a narrow chart: fewer, legible ticks
     xt_step = max(1, int(xt_step))
     xticks = list(range(0, n, xt_step))
     xtick_px = [x0 + int((i + 0.5) * pw / n) for i in xticks]
@@ -731,8 +735,9 @@ def channel_bar_chart(
             continue
         last_x1 = _put_text(img, (px, y0 + ph + 4), label, fs_tick, _TEXT, "mt")[2]
     xlabel = "channels (sorted by weight)" if sort else "channel index"
-    xlabel += f", n={n}"
-    _put_text(img, (x0 + pw / 2, H - 3), xlabel, fs_tick, _MUTED, "mb")
+    xlabel = _fit_text(xlabel + f", n={n}", fs_tick, W - 8)
+    half = _text_size(xlabel, fs_tick)[0] / 2  # centred under the plot, kept inside a narrow chart
+    _put_text(img, (min(max(x0 + pw / 2, 4 + half), W - 4 - half), H - 3), xlabel, fs_tick, _MUTED, "mb")
     if title:
         _put_text(img, (W / 2, 4), _fit_text(title, fs_title, W - 8), fs_title, _BLACK, "mt")
 
@@ -764,6 +769,7 @@ def depth_overview(
     row_height: int = 14,
     colormap: str = "viridis",
     sort_channels: bool = True,
+    show_stats: bool = True,
 ) -> Image.Image:
     """Blocks x channels image of channel gates for a whole model.
 
@@ -774,6 +780,8 @@ def depth_overview(
     ``colormap`` on the fixed scale 0..1, then ``mean±std`` of the block's
     gates.  A colorbar with 0 / 0.5 / 1 labels sits at the far right.  An empty
     list gives a small image saying "no channel attention in this model".
+    ``show_stats=False`` leaves out the ``mean±std`` column (a narrow overview keeps its width
+    for the strip) and shortens the column head.
 
     Returns:
         RGB image ``width`` wide; its height grows with the number of blocks.
@@ -802,7 +810,7 @@ def depth_overview(
 
     pad = 4
     label_w = min(max(_text_size(s, fs)[0] for s in names), max(40, width // 4)) + 8
-    stats_w = max(_text_size(s, fs)[0] for s in stats + ["mean±std"]) + 10
+    stats_w = (max(_text_size(s, fs)[0] for s in stats + ["mean±std"]) + 10) if show_stats else 0
     cb_w, cb_gap = 12, 10
     cb_label_w = _text_size("0.5", fs)[0] + 6
     strip_x = pad + label_w
@@ -847,8 +855,11 @@ def depth_overview(
 
     img = Image.fromarray(canvas)
     head = "channels (sorted by gate value)" if sort_channels else "channels (index order)"
+    if not show_stats:
+        head = "channels, sorted" if sort_channels else "channels"
     _put_text(img, (strip_x + strip_w / 2, 2), _fit_text(head, fs, strip_w), fs, _MUTED, "mt")
-    _put_text(img, (stats_x, 2), "mean±std", fs, _MUTED, "rt")
+    if show_stats:
+        _put_text(img, (stats_x, 2), "mean±std", fs, _MUTED, "rt")
     _put_text(img, (pad, 2), "block", fs, _MUTED, "lt")
     every = max(1, math.ceil((lh + 1) / row_height))  # thin labels on very short rows
     for i, (name, st) in enumerate(zip(names, stats)):
@@ -856,12 +867,17 @@ def depth_overview(
             continue
         cy = top + i * row_height + (row_height - (1 if row_height >= 6 else 0)) / 2
         _put_text(img, (pad, cy), _fit_text(name, fs, label_w - 6), fs, _TEXT, "lm")
-        _put_text(img, (stats_x, cy), st, fs, _TEXT, "rm")
+        if show_stats:
+            _put_text(img, (stats_x, cy), st, fs, _TEXT, "rm")
     lx = cb_x + cb_w + 4
     _put_text(img, (lx, top), "1", fs, _TEXT, "lt")
     _put_text(img, (lx, top + body_h / 2), "0.5", fs, _TEXT, "lm")
     _put_text(img, (lx, top + body_h), "0", fs, _TEXT, "lb")
-    _put_text(img, (strip_x + strip_w / 2, H - 2), f"{n} blocks, gates on a fixed 0..1 scale", fs, _MUTED, "mb")
+    foot = f"{n} blocks, gates on a fixed 0..1 scale"
+    if show_stats:
+        _put_text(img, (strip_x + strip_w / 2, H - 2), foot, fs, _MUTED, "mb")
+    else:  # narrow: centred on the whole image so it is not cut at an edge
+        _put_text(img, (width / 2, H - 2), _fit_text(foot, fs, width - 8), fs, _MUTED, "mb")
     return img
 
 
