@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """``attnviz.analyze`` throughput against a bare batched forward, memory, and Ray's overhead.
 
-    python bench/analyze.py [--images 512] [--r50-images 128] [--repeats 3] [--skip-r50]
+    python bench/analyze.py [--images 512] [--r50-images 128] [--ray-images 1024] [--repeats 3] [--skip-r50]
                             [--skip-rss] [--skip-ray] [--out BENCHMARKS.md]
 
 1. Throughput (local engine, CPU, batch 32): ``analyze`` on an ImageFolder of PNG files
@@ -11,7 +11,7 @@
    loop, alternating, ``--repeats`` times; medians. Built-in models at 96 px and, unless
    ``--skip-r50``, ``se_resnet50`` and ``cbam_resnet50`` at 224 px (JPEGs of 320x256, resized
    to 256 and cropped) with RANDOM-INIT weights (no download; speed does not depend on them).
-2. Peak RSS of ``analyze`` on synthetic:1000 and synthetic:5000 (separate processes).
+2. RSS of ``analyze`` on synthetic:1000 and synthetic:5000 (separate processes, sampled).
 3. Ray engine on this machine (``ray.init(num_cpus=<cores>)``): start-up, time to the first
    batch and images/s against the local engine on the same folder.
 
@@ -90,12 +90,25 @@ def random_init(name: str) -> LoadedModel:
     return LoadedModel(v, v.build().eval(), torch.device("cpu"), "random init (benchmark)")
 
 
-def peak_rss_mb(n: int) -> float:
-    code = ("import resource, attnviz\n"
-            f"attnviz.analyze('synthetic:{n}', 'shapes_se_resnet', device='cpu', num_workers=1)\n"
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)\n")
+def rss_mb(n: int) -> tuple[float, float]:
+    """(RSS before, peak RSS during) ``analyze('synthetic:n')`` in a fresh process, sampled
+    from /proc every 20 ms (ru_maxrss would report the import-time peak of torch instead)."""
+    code = ("import threading, time, attnviz\n"
+            "def rss():\n"
+            "    return int(open('/proc/self/statm').read().split()[1]) * 4096 / 2**20\n"
+            "loaded = attnviz.load_model('shapes_se_resnet', device='cpu')\n"
+            "attnviz.analyze('synthetic:64', loaded, num_workers=1)  # warm: first-batch allocations\n"
+            "before, peak, stop = rss(), [0.0], threading.Event()\n"
+            "def watch():\n"
+            "    while not stop.is_set():\n"
+            "        peak[0] = max(peak[0], rss()); time.sleep(0.02)\n"
+            "t = threading.Thread(target=watch); t.start()\n"
+            f"attnviz.analyze('synthetic:{n}', loaded, num_workers=1)\n"
+            "stop.set(); t.join()\n"
+            "print(before, peak[0])\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
-    return float(res.stdout.strip().splitlines()[-1])
+    before, peak = res.stdout.strip().splitlines()[-1].split()
+    return float(before), float(peak)
 
 
 def ray_overhead(loaded: LoadedModel, folder: Path) -> dict:
@@ -107,10 +120,10 @@ def ray_overhead(loaded: LoadedModel, folder: Path) -> dict:
     t_init = time.perf_counter() - t0
     try:
         out = {}
-        for engine in ("local", "ray"):
+        for engine in ("local", "ray", "ray again"):  # "ray again": a second run, Ray's workers warm
             first: list[float] = []
             t0 = time.perf_counter()
-            a = analyze(folder, loaded, batch_size=32, engine=engine,
+            a = analyze(folder, loaded, batch_size=32, engine=engine.split()[0],
                         progress=lambda d, t: first.append(time.perf_counter()) if not first else None)
             total = time.perf_counter() - t0
             out[engine] = {"first": first[0] - t0, "total": total, "ips": a.n_images / total}
@@ -134,14 +147,17 @@ def markdown(rows: list[dict], rss: dict | None, ray_rows: dict | None, args: ar
               "on tensors decoded before timing; \"analyze\" includes decoding the files in DataLoader "
               "workers, capture and the float64 statistics."]
     if rss:
-        lines += ["", f"Peak RSS of the analyzing process (shapes_se_resnet, 1 worker): synthetic:1000 "
-                      f"{rss[1000]:.0f} MB, synthetic:5000 {rss[5000]:.0f} MB ({rss[5000] - rss[1000]:+.0f} MB)."]
+        (b1, p1), (b5, p5) = rss[1000], rss[5000]
+        lines += ["", f"RSS of the analyzing process (shapes_se_resnet, 1 worker, sampled every 20 ms, "
+                      f"model loaded and warmed first): synthetic:1000 {b1:.0f} MB before, peak {p1:.0f} MB "
+                      f"(+{p1 - b1:.0f}); synthetic:5000 {b5:.0f} MB before, peak {p5:.0f} MB (+{p5 - b5:.0f}); "
+                      f"peak at 5k minus peak at 1k: {p5 - p1:+.0f} MB."]
     if ray_rows:
-        lo, ra = ray_rows["local"], ray_rows["ray"]
-        lines += ["", f"Ray engine on this machine ({ray_rows['model']}, {ray_rows['n']} PNGs): ray.init "
-                      f"{ray_rows['init']:.1f} s; first batch after {ra['first']:.1f} s (local {lo['first']:.1f} s); "
-                      f"{ra['ips']:.1f} img/s end to end (local {lo['ips']:.1f} img/s, "
-                      f"{ra['ips'] / lo['ips']:.2f}x)."]
+        lo, ra, r2 = ray_rows["local"], ray_rows["ray"], ray_rows["ray again"]
+        lines += ["", f"Ray engine on this machine ({ray_rows['model']}, {ray_rows['n']} PNGs, batch 32): "
+                      f"ray.init {ray_rows['init']:.1f} s; first batch after {ra['first']:.1f} s, second run "
+                      f"{r2['first']:.1f} s (local {lo['first']:.1f} s); end to end {ra['ips']:.1f} img/s, second run "
+                      f"{r2['ips']:.1f} img/s (local {lo['ips']:.1f} img/s: {r2['ips'] / lo['ips']:.2f}x)."]
     return "\n".join(lines + ["", END]) + "\n"
 
 
@@ -159,6 +175,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=512)
     p.add_argument("--r50-images", type=int, default=128)
+    p.add_argument("--ray-images", type=int, default=1024)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--skip-r50", action="store_true")
     p.add_argument("--skip-rss", action="store_true")
@@ -177,11 +194,12 @@ def main() -> None:
                 rows.append({**throughput(random_init(name), big, args.repeats), "input": "224 px (JPEG 320x256)"})
                 print(rows[-1], flush=True)
         if not args.skip_rss:
-            rss = {n: peak_rss_mb(n) for n in (1000, 5000)}
+            rss = {n: rss_mb(n) for n in (1000, 5000)}
             print(rss, flush=True)
         if not args.skip_ray:
             loaded = attnviz.load_model("shapes_se_resnet", device="cpu")
-            ray_rows = {**ray_overhead(loaded, small), "model": loaded.name, "n": args.images}
+            big_small = write_folder(Path(tmp) / "96ray", args.ray_images, (96, 96), "png")
+            ray_rows = {**ray_overhead(loaded, big_small), "model": loaded.name, "n": args.ray_images}
             print(ray_rows, flush=True)
     text = markdown(rows, rss, ray_rows, args)
     print(text)
