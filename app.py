@@ -27,6 +27,7 @@ import gradio as gr
 from attnviz import app_logic as L
 from attnviz import app_intervene as IV
 from attnviz import app_dataset as D
+from attnviz import app_compare_views as CV
 from attnviz.analysis import Analysis
 from attnviz import render
 from attnviz.cli import unique_stems
@@ -353,8 +354,10 @@ def fill_columns(state, slot, opacity, colormap):
     cache = state.setdefault("views", {})
     if len(cache) > 4 * L.MAX_COMPARE_VARIANTS:  # one user trying many blocks / styles: keep it bounded
         cache.clear()
-    cols = _column_views(results, slots, slot, alpha, cmap, _scratch_dir(), cache)
+    folder = _scratch_dir()
+    cols = _column_views(results, slots, slot, alpha, cmap, folder, cache)
     items = list(cols.items())
+    width = CV.column_width(len(items))  # charts drawn for the width of their column: legible text
     for i in range(L.MAX_COMPARE_VARIANTS):
         if i >= len(items):
             out += [gr.update(visible=False)] + [None] * 6
@@ -369,10 +372,12 @@ def fill_columns(state, slot, opacity, colormap):
         # the spatial maps of the selected block's stage (all of a ResNet-50's would be 16 per column)
         stage = None if b is None else b.stage
         spatial = views.spatial
+        chart = CV.column_chart(r, None if b is None else b.name, folder / f"col{i}", width)
+        overview = CV.column_overview(r, folder / f"col{i}", width) if r.channel_blocks else None
         out += [gr.update(visible=True), head, L.label_dict(r), views.gradcam,
                 gr.update(value=spatial, visible=bool(spatial), label=f"Spatial maps of stage {stage}"),
                 gr.update(value=chart, visible=chart is not None),
-                gr.update(value=views.overview, visible=bool(r.channel_blocks))]
+                gr.update(value=overview, visible=overview is not None)]
     return tuple(out)
 
 
@@ -395,8 +400,9 @@ def compare_images(images, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT, progress=
     sim = L.profile_similarity(results)
     mats = L.channel_matrix(results)
     folder = _scratch_dir()
-    profiles = [(L.save_png(L.profile_chart(mats[b.name], names, b.name, b.kind), folder / f"profile{i}.png"),
+    profiles = [(L.save_png(CV.profile_view(mats[b.name], names, b.name, b.kind), folder / f"profile{i}.png"),
                  L.block_caption(b)) for i, b in enumerate(results[0].channel_blocks)]
+    kept = CV.keep_profiles(names, {b.name: b.kind for b in results[0].channel_blocks}, mats)  # for the view control
     summary = {
         "variant": loaded.name, "weights": loaded.weights, "device": str(loaded.device),
         "images": [{"name": n, "predictions": [p.__dict__ for p in r.predictions]} for n, r in zip(names, results)],
@@ -404,21 +410,25 @@ def compare_images(images, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT, progress=
         "similarity": sim,
     }
     thumbs = [L.thumbnail(r, n, folder, i) for i, (n, r) in enumerate(zip(names, results))]
-    return summary, L.save_png(L.similarity_chart(sim, loaded.name), folder / "similarity.png"), profiles, thumbs
+    sim_chart = L.save_png(L.similarity_chart(sim, loaded.name), folder / "similarity.png")
+    return summary, sim_chart, profiles, thumbs, kept
 
 
-def after_compare_images(summary, profiles, current):
+def after_compare_images(summary, profiles, current, view, kept):
     if not summary:
         return gr.skip(), gr.skip()
     names = summary["blocks"]
     block = current if current in names else (names[-1] if names else None)
-    return gr.update(choices=names, value=block), _pick_from_gallery(profiles, names, block)
+    return gr.update(choices=names, value=block), select_profile(block, view, kept, summary, profiles)
 
 
-def select_profile(block, summary, profiles):
-    if not summary:
-        return None
-    return _pick_from_gallery(profiles, summary["blocks"], block)
+def select_profile(block, view, kept, summary=None, profiles=None):
+    """UI-only: the selected block's profiles in the chosen view, drawn from the kept matrices."""
+    if not kept or block not in kept["mats"]:
+        return _pick_from_gallery(profiles, summary["blocks"], block) if summary and profiles else None
+    image = CV.profile_view(kept["mats"][block], kept["names"], block, kept["kinds"][block],
+                            view or CV.DEFAULT_PROFILE_VIEW)
+    return L.save_png(image, _scratch_dir() / "profile.png")
 
 
 def example_set():
@@ -709,9 +719,11 @@ def build() -> gr.Blocks:
                             gc = gr.Image(label="Grad-CAM", type="filepath", format="png", interactive=False)
                             sp = gallery(label="Spatial maps, by stage", columns=2)
                             ch = gr.Image(label="Channel weights (selected block)", show_label=False, type="filepath",
-                                          format="png", interactive=False, elem_classes="attnviz-chart")
+                                          format="png", interactive=False, elem_classes="attnviz-chart",
+                                          elem_id=f"compare-col{i}-chart", buttons=["fullscreen"])
                             ov = gr.Image(label="Depth overview", show_label=False, type="filepath", format="png",
-                                          interactive=False, elem_classes="attnviz-chart")
+                                          interactive=False, elem_classes="attnviz-chart",
+                                          elem_id=f"compare-col{i}-overview", buttons=["fullscreen"])
                         columns += [col, head, lab, gc, sp, ch, ov]
                 with gr.Accordion("All variants as galleries, and the summary (JSON)", open=False):
                     c_gradcams = gallery(label="Grad-CAM per variant", columns=5)
@@ -743,8 +755,9 @@ def build() -> gr.Blocks:
                                                 label="Model variant")
                         m_btn = gr.Button("Compare images", variant="primary", elem_id="compare-images-run")
                         gr.Markdown(
-                            "Per block, each image's channel weights are drawn in channel order, one line per "
-                            "image, and compared by cosine similarity. SENet's analysis found early blocks "
+                            "Per block, each image's channel weights are a row of a heat map (channels sorted "
+                            "by their mean over the images, or in index order; lines for up to 3 images), and "
+                            "are compared by cosine similarity. SENet's analysis found early blocks "
                             "excite alike for all classes and late blocks class-specifically: similarity should "
                             "fall with depth when the images show different classes.", elem_classes="attnviz-note")
                     with gr.Column(scale=2):
@@ -752,21 +765,26 @@ def build() -> gr.Blocks:
                         m_sim = gr.Image(label="Similarity of channel weights per depth", show_label=False,
                                          type="filepath", format="png", interactive=False, elem_classes="attnviz-chart",
                                          elem_id="compare-images-similarity")
-                        m_block = gr.Dropdown([], label="Block", interactive=True)
+                        with gr.Row():
+                            m_block = gr.Dropdown([], label="Block", interactive=True)
+                            m_view = gr.Radio(list(CV.PROFILE_VIEWS), value=CV.DEFAULT_PROFILE_VIEW,
+                                              label="Channel weights per image", elem_id="compare-images-view")
                         m_profile = gr.Image(label="Channel-weight profiles of the images (selected block)",
                                              show_label=False, type="filepath", format="png", interactive=False,
-                                             elem_classes="attnviz-chart")
+                                             elem_classes="attnviz-chart", elem_id="compare-images-profile")
                         with gr.Accordion("All blocks' profiles, and the summary (JSON)", open=False):
                             m_profiles = gallery(label="Profiles per block", columns=2)
                             m_summary = gr.JSON(label="Summary")
+                m_kept = gr.State(None)
                 m_btn.click(
-                    compare_images, [m_files, m_variant], [m_summary, m_sim, m_profiles, m_thumbs],
+                    compare_images, [m_files, m_variant], [m_summary, m_sim, m_profiles, m_thumbs, m_kept],
                     api_name="compare_images", api_description="2-8 images on one variant: channel-profile similarity",
                     **MODEL,
-                ).then(after_compare_images, [m_summary, m_profiles, m_block], [m_block, m_profile],
+                ).then(after_compare_images, [m_summary, m_profiles, m_block, m_view, m_kept], [m_block, m_profile],
                        api_visibility="private", queue=False)
-                m_block.input(select_profile, [m_block, m_summary, m_profiles], m_profile,
-                              api_visibility="private", queue=False)
+                profile_inputs = [m_block, m_view, m_kept, m_summary, m_profiles]
+                m_block.input(select_profile, profile_inputs, m_profile, api_visibility="private", queue=False)
+                m_view.input(select_profile, profile_inputs, m_profile, api_visibility="private", queue=False)
 
             # ---------------------------------------------------------------- Dataset
             with gr.Tab("Dataset", id="dataset"):

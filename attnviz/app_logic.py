@@ -36,8 +36,6 @@ ACCEPTED_TEXT = "PNG, JPEG, WebP, GIF, BMP or TIFF images"
 VIEW_SIZE = 448
 MAX_COMPARE_VARIANTS = 5
 MAX_COMPARE_IMAGES = 8
-#: Channel profiles longer than this are averaged in bins of consecutive channels for the chart.
-PROFILE_POINTS = 128
 
 T = TypeVar("T")
 
@@ -521,19 +519,6 @@ def similarity_chart(sim: Sequence[Mapping[str, Any]], variant: str) -> Image.Im
     }
     return render.stats_along_depth(series, title=f"{variant}: similarity of the images' channel weights per block",
                                     labels=labels, size=(720, 300))
-
-
-def profile_chart(matrix: np.ndarray, names: Sequence[str], block: str, kind: str) -> Image.Image:
-    """One line per image: the block's channel weights in channel order (bins of consecutive
-    channels averaged when there are more than :data:`PROFILE_POINTS`)."""
-    c = matrix.shape[1]
-    step = max(1, math.ceil(c / PROFILE_POINTS))
-    starts = list(range(0, c, step))
-    binned = np.add.reduceat(matrix, starts, axis=1) / np.diff(starts + [c])
-    series = {n: binned[i].tolist() for i, n in enumerate(names)}
-    what = "channel index" if step == 1 else f"channels, mean of {step}-channel bins"
-    return render.stats_along_depth(series, title=f"{block} ({kind}): channel weights per image ({what}, C={c})",
-                                    labels=[str(s) for s in starts], size=(720, 300))
 
 
 def thumbnail(result: Inspection, name: str, folder: Path, index: int) -> tuple[str, str]:
