@@ -3,7 +3,7 @@
 * Compare images: each block's channel weights of the images as a heat map (one row per
   image, :func:`attnviz.render_heatmap.profile_heatmap`), or as lines for up to
   :data:`MAX_LINE_ROWS` images, where lines stay readable.  The same heat map draws a dataset
-  analysis' per-class profiles (:func:`class_profiles`, rows = classes).
+  analysis' per-class profiles (:func:`attnviz.analysis.class_heatmap.class_profiles`).
 * Compare variants: each column's channel chart and depth overview are drawn for the column's
   width (:func:`column_width`) with 11 px text, instead of large figures the browser shrinks
   until their text cannot be read.
@@ -74,22 +74,6 @@ def _profile_lines(matrix: np.ndarray, names: Sequence[str], title: str) -> Imag
     what = "rank by mean" if step == 1 else f"rank by mean, {step}-channel bins"
     return render.stats_along_depth(series, title=f"{title} ({what})", labels=[str(s) for s in starts],
                                     size=(PROFILE_WIDTH, 300))
-
-
-def class_profiles(analysis: Any, block: str, order: str = "mean") -> Image.Image:
-    """A dataset analysis' per-class mean excitation of ``block`` as the same heat map as the
-    images' profiles: one row per class that has images (``n`` in its label), then all images."""
-    b = analysis.block(block)
-    counts = np.asarray(b.count)
-    keep = np.nonzero(counts > 0)[0]
-    if keep.size == 0:
-        raise ValueError(f"block {block!r}: no class has images")
-    profiles = np.asarray(analysis.profiles(block))[keep]
-    _, pooled, _ = b.pooled()
-    labels = [f"{analysis.classes[k]} (n={int(counts[k])})" for k in keep] + [f"all images (n={int(counts.sum())})"]
-    return profile_heatmap(np.vstack([profiles, np.asarray(pooled)[None, :]]), labels, order=order,
-                           title=f"{analysis.model} · {block} ({b.kind}): mean excitation per class",
-                           width=PROFILE_WIDTH, item="channel", mean_row=None)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import pytest
 from PIL import Image
 
 from attnviz import app_compare_views as CV
+from attnviz.analysis.class_heatmap import class_profiles
 from attnviz.analysis.stats import BlockStats
 from attnviz.render import colormap_lut
 
@@ -50,7 +51,8 @@ def test_keep_profiles_is_float32():
 
 
 class _Analysis:
-    """The part of :class:`attnviz.analysis.Analysis` that ``class_profiles`` reads."""
+    """The part of :class:`attnviz.analysis.Analysis` that ``class_profiles`` reads (the same
+    heat map as the images' profiles, rows = classes)."""
 
     model = "shapes_se_resnet"
     classes = ["circle", "square", "cross"]
@@ -68,7 +70,7 @@ class _Analysis:
 
 def test_class_profiles_rows_are_the_classes_with_images():
     means = np.array([[1.0, 1.0, 1.0, 1.0], [0.5, 0.5, 0.5, 0.5], [0.0, 0.0, 0.0, 0.0]])
-    img = CV.class_profiles(_Analysis(means, np.array([3, 0, 1])), "layer4.0")
+    img = class_profiles(_Analysis(means, np.array([3, 0, 1])), "layer4.0")
     assert _count(img, 1.0) > 100 and _count(img, 0.0) > 100
     assert _count(img, 0.5) == 0  # "square" has no images: no row for it
     pooled = 0.75  # (3 * 1.0 + 1 * 0.0) / 4: the "all images" row

@@ -49,7 +49,8 @@ def test_writes_report_and_lists_the_skipped_file(folder, tmp_path):
     assert [b["name"] for b in summary["blocks"]] == ["layer1.0", "layer2.0", "layer3.0", "layer4.0"]
     report = (out / "report.md").read_text()
     assert "broken.jpg" in report and "python -m attnviz analyze" in report
-    for png in ("excitation.png", "specificity.png", "saturation.png"):
+    assert "![class_profiles](class_profiles.png)" in report
+    for png in ("excitation.png", "specificity.png", "saturation.png", "class_profiles.png"):
         with Image.open(out / png) as im:
             assert im.size[0] > 300
     assert Analysis.load(out / "analysis.npz").n_images == 6

@@ -7,11 +7,12 @@ import os
 from pathlib import Path
 
 from .analysis import Analysis
+from .class_heatmap import class_profiles
 from .plots import excitation_figure, save_png, saturation_figure, spatial_figure, specificity_figure
 
 FILES = {"analysis": "analysis.npz", "summary": "summary.json", "report": "report.md",
          "excitation": "excitation.png", "specificity": "specificity.png", "saturation": "saturation.png",
-         "spatial": "spatial.png"}
+         "spatial": "spatial.png", "class_profiles": "class_profiles.png"}
 
 
 def _fmt(v: float | None, digits: int = 3) -> str:
@@ -46,7 +47,7 @@ def markdown(analysis: Analysis, figures: dict[str, str], command: str | None = 
                   f"1: the class decides every gate); if gates ignored the class it would be about "
                   f"{_fmt(a.specificity_baseline())} here. 1 − cos: mean pairwise cosine distance of "
                   "class mean profiles. saturated: share of gate values < 0.01 or > 0.99.", ""]
-    for kind in ("excitation", "specificity", "saturation", "spatial"):
+    for kind in ("excitation", "class_profiles", "specificity", "saturation", "spatial"):
         if kind in figures:
             lines.append(f"![{kind}]({figures[kind]})")
     if a.skipped:
@@ -67,6 +68,11 @@ def write_outputs(analysis: Analysis, out: str | os.PathLike, command: str | Non
         for kind, draw in (("excitation", excitation_figure), ("specificity", specificity_figure)):
             paths[kind] = save_png(draw(analysis), out / FILES[kind])
             figures[kind] = FILES[kind]
+        if analysis.n_images:  # the deepest block's class profiles, as the app's heat map
+            image = class_profiles(analysis, analysis.channel_blocks[-1].name)
+            paths["class_profiles"] = out / FILES["class_profiles"]
+            image.save(paths["class_profiles"], format="PNG", compress_level=1)
+            figures["class_profiles"] = FILES["class_profiles"]
     if analysis.blocks:
         paths["saturation"] = save_png(saturation_figure(analysis), out / FILES["saturation"])
         figures["saturation"] = FILES["saturation"]
