@@ -146,7 +146,8 @@ def profile_heatmap(
     if mean_row is not None:
         y_rows.append(top + n_data * row_height + _MEAN_GAP)
     body_h = y_rows[-1] + row_height - top
-    H = top + max(body_h, 3 * lh + 6) + 4 + lh + 6 + lh + _PAD
+    bar_h = max(body_h, 3 * lh + 6)  # a single row still gets a colorbar its 3 labels fit on
+    H = top + bar_h + 4 + lh + 6 + lh + _PAD
 
     canvas = np.full((H, width, 3), 255, dtype=np.uint8)
     vals = _columns(shown, strip_w)
@@ -158,14 +159,14 @@ def profile_heatmap(
         canvas[y : y + row_height - sep, strip_x : strip_x + strip_w] = row[None, :, :]
 
     cb_x = strip_x + strip_w + stats_w + _CB_GAP
-    _draw_colorbar(canvas, lut, cb_x, top, body_h)
+    _draw_colorbar(canvas, lut, cb_x, top, bar_h)
     img = Image.fromarray(canvas)
     _draw_text(img, labels, stats, y_rows, row_height, fs, strip_x, strip_w, stats_w, label_w, top, title, order, item)
     _draw_ticks(img, c, strip_x, strip_w, top + body_h, fs, order, item)
     lx = cb_x + _CB_W + 4
     _put_text(img, (lx, top), "1", fs, _TEXT, "lt")
-    _put_text(img, (lx, top + body_h / 2), "0.5", fs, _TEXT, "lm")
-    _put_text(img, (lx, top + body_h), "0", fs, _TEXT, "lb")
+    _put_text(img, (lx, top + bar_h / 2), "0.5", fs, _TEXT, "lm")
+    _put_text(img, (lx, top + bar_h), "0", fs, _TEXT, "lb")
     return img
 
 
