@@ -9,7 +9,7 @@ forward measured side by side in the same run (A/B interleaved per repeat, faste
 * drill-down: ``result.channel_map(block, c)`` right after an inspection (first channel: one
   forward up to the block; next channel: cached), in ms.
 
-    python bench/intervene.py [--variants shapes_cbam_resnet ...] [--repeats 30] [--steps 16]
+    python bench/intervene.py [--variants shapes_cbam_resnet ...] [--repeats 30] [--steps 16] [--threads 1]
 """
 from __future__ import annotations
 
@@ -93,7 +93,12 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(BUILTINS))
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--steps", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default); 1 is far steadier on a machine shared with "
+                             "other jobs, where OpenMP teams wait for preempted workers")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; fastest of {args.repeats} "
           f"A/B-interleaved repeats, batch 1; ratios to the bare forward / plain inspect of the same run")
     print(f"{'variant':<20} {'forward':>8} {'identity':>9} {'knockout':>9} {'inspect':>8} {'inspect+iv':>10} "
