@@ -26,6 +26,7 @@ import gradio as gr
 
 from attnviz import app_logic as L
 from attnviz import app_intervene as IV
+from attnviz import app_drilldown as DD
 from attnviz import app_dataset as D
 from attnviz import app_compare_views as CV
 from attnviz.analysis import Analysis
@@ -554,6 +555,42 @@ def intervene_blocks(variant):
     return gr.update(choices=[IV.ALL, *names], value=[IV.ALL])
 
 
+@_torch_thread.runs
+@GPU
+def _drill_one(path: str, loaded: LoadedModel, block: str, channel: int | None):
+    try:
+        result = inspect(path, loaded, gradcam=False)
+        return result, *DD.channel_maps(result, block, channel)
+    except ImageLoadError as exc:
+        raise _image_error(exc) from None
+    except (KeyError, ValueError) as exc:  # unknown block, channel out of range: say the range
+        raise gr.Error(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc)) from None
+
+
+def drilldown_image(image, variant=DEFAULT_VARIANT, block="", channel=-1, opacity=DEFAULT_ALPHA,
+                    colormap=DEFAULT_CMAP, progress=gr.Progress(track_tqdm=True)):
+    """One channel of one block (channel -1: its highest gate): its feature map entering and
+    leaving the block on the model's view, and the block's top-8 channels as a grid."""
+    path = _image_path(image)
+    alpha, cmap = _check_style(opacity, colormap)
+    if not block:
+        raise gr.Error("Choose a block for the drill-down.")
+    loaded = _load(variant, progress)
+    result, chosen, top = _drill_one(path, loaded, block, None if channel is None else int(channel))
+    v = DD.drilldown_views(result, chosen, top, _scratch_dir(), alpha=alpha, colormap=cmap)
+    return v.markdown, v.before, v.after, v.grid
+
+
+@_torch_thread.runs
+def drilldown_blocks(variant):
+    """The drill-down's block choices for a variant (its deepest block first chosen)."""
+    try:
+        names = list(IV.block_names(variant)) if variant else []
+    except KeyError:
+        names = []
+    return gr.update(choices=names, value=names[-1] if names else None)
+
+
 def gallery(**kwargs) -> gr.Gallery:
     """A gallery as tall as its images (gradio's "auto" height would keep a 450 px minimum)."""
     kwargs.setdefault("format", "png")
@@ -688,6 +725,29 @@ def build() -> gr.Blocks:
                              api_description="One image with and without an intervention on attention blocks", **MODEL)
                 in_variant.change(intervene_blocks, in_variant, iv_blocks, api_visibility="private", queue=False)
                 demo.load(intervene_blocks, in_variant, iv_blocks, api_visibility="private", queue=False)
+
+                with gr.Accordion("Channel drill-down: one channel's feature map before and after its block",
+                                  open=False, elem_id="drilldown-panel"):
+                    with gr.Row():
+                        with gr.Column(scale=1, min_width=300):
+                            dd_block = gr.Dropdown([], label="Block", allow_custom_value=True, elem_id="drilldown-block")
+                            dd_channel = gr.Number(-1, precision=0, label="Channel (-1: the highest gate)",
+                                                   elem_id="drilldown-channel")
+                            dd_btn = gr.Button("Show channel", elem_id="drilldown-run")
+                            dd_md = gr.Markdown("", elem_id="drilldown-text")
+                        with gr.Column(scale=2):
+                            with gr.Row():
+                                dd_before = gr.Image(label="Entering the block", type="filepath", interactive=False,
+                                                     elem_id="drilldown-before")
+                                dd_after = gr.Image(label="Leaving the block (after the gates)", type="filepath",
+                                                    interactive=False, elem_id="drilldown-after")
+                            dd_grid = gr.Image(label="Top-8 channels by gate (leaving the block)", type="filepath",
+                                               interactive=False, elem_id="drilldown-grid")
+                dd_btn.click(drilldown_image, [in_image, in_variant, dd_block, dd_channel, in_alpha, in_cmap],
+                             [dd_md, dd_before, dd_after, dd_grid], api_name="drilldown",
+                             api_description="One channel's feature map before/after its block, and the top-8", **MODEL)
+                in_variant.change(drilldown_blocks, in_variant, dd_block, api_visibility="private", queue=False)
+                demo.load(drilldown_blocks, in_variant, dd_block, api_visibility="private", queue=False)
 
             # ---------------------------------------------------------------- Compare variants
             with gr.Tab("Compare variants", id="compare"):

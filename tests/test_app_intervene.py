@@ -75,3 +75,23 @@ def test_impossible_requests_are_errors_naming_the_valid_range(client, image, bl
     # the server goes on
     md, *_ = client.predict(handle_file(str(image)), VARIANT, ["all"], "mean", 0, 0.5, "jet", api_name="/intervene")
     assert "every block" in md
+
+
+def test_drilldown_endpoint_shows_the_channel_and_its_gate(client, app_server, image, monkeypatch):
+    md, before, after, grid = client.predict(handle_file(str(image)), VARIANT, "layer4.0", -1, 0.5, "jet",
+                                             api_name="/drilldown")
+    monkeypatch.setenv("ATTNVIZ_CHECKPOINTS", str(app_server.checkpoints))
+    from attnviz.models.loading import clear_cache
+
+    clear_cache()
+    result = attnviz.inspect(str(image), attnviz.load_model(VARIANT, device="cpu"), gradcam=False)
+    gates = result.block("layer4.0").channel
+    top = int(np.argmax(gates))
+    assert f"channel **{top}**: gate {gates[top]:.4f}, rank 1 of 128" in md
+    for path in (before, after, grid):
+        with Image.open(path) as im:
+            assert np.asarray(im).std() > 5
+    with pytest.raises(AppError, match=r"valid 0\.\.127"):
+        client.predict(handle_file(str(image)), VARIANT, "layer4.0", 128, 0.5, "jet", api_name="/drilldown")
+    with pytest.raises(AppError, match="blocks:"):
+        client.predict(handle_file(str(image)), VARIANT, "layer9.0", 0, 0.5, "jet", api_name="/drilldown")
