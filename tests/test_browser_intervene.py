@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, TIMEOUT_MS, _assert_not_blank, browser, shapes_image  # noqa: F401
+from tests.test_browser import ARTIFACTS, TIMEOUT_MS, _assert_not_blank, browser, shapes_image  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.browser
 
@@ -40,5 +40,28 @@ def test_intervene_panel_in_browser(app_server, browser, shapes_image, client): 
         assert label_after["label"] in page.locator("#intervene-after").inner_text()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser_intervene.png"), full_page=True)
+    finally:
+        page.close()
+
+
+def test_drilldown_panel_in_browser(app_server, browser, shapes_image):  # noqa: F811
+    page = browser.new_page(viewport={"width": 1400, "height": 1200})
+    try:
+        page.goto(app_server.url, timeout=TIMEOUT_MS)
+        page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
+        page.locator("#inspect-image input[type=file]").set_input_files(str(shapes_image))
+        page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        page.locator("#drilldown-panel").get_by_text("Channel drill-down").first.click()
+        block = page.locator("#drilldown-block input")
+        page.wait_for_function("() => { const i = document.querySelector('#drilldown-block input');"
+                               " return i && i.value !== ''; }", timeout=TIMEOUT_MS)  # filled on load
+        chosen = block.input_value()
+        page.locator("#drilldown-run").click()
+        page.locator("#drilldown-text").get_by_text("rank 1 of").wait_for(timeout=TIMEOUT_MS)
+        assert chosen in page.locator("#drilldown-text").inner_text()
+        _assert_not_blank(page, page.locator("#drilldown-before img"), "channel map entering the block")
+        _assert_not_blank(page, page.locator("#drilldown-after img"), "channel map leaving the block")
+        _assert_not_blank(page, page.locator("#drilldown-grid img"), "top-8 channel grid")
+        page.screenshot(path=str(ARTIFACTS / "browser_drilldown.png"), full_page=True)
     finally:
         page.close()
