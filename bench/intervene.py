@@ -1,5 +1,5 @@
 """What interventions, channel-deletion curves and channel drill-down cost, as ratios to the bare
-forward measured side by side in the same run (A/B interleaved per repeat, fastest run of each).
+forward measured side by side in the same run (A/B pairs, alternating order; median paired ratio).
 
 * intervention forward: ``model(x)`` inside ``attnviz.intervene`` (identity on every block;
   top-k knockout on the last block) vs ``model(x)``: the hooks' own cost;
@@ -37,8 +37,9 @@ def _ms(fn: Callable[[], object]) -> float:
 
 
 def side_by_side(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
-    """Fastest ms of ``a`` and ``b`` over the repeats, alternating which runs first: on a shared
-    machine the minimum is the least disturbed run of each (medians drift with the load)."""
+    """Median ms of ``a`` and the median of the paired ratios ``b / a`` (each ``b`` run against
+    the ``a`` run beside it, alternating which goes first): a load swing hits both of a pair, so
+    the paired ratio stays put where the ratio of two separate medians drifts."""
     for _ in range(3):  # warm-up
         a(), b()
     ta, tb = [], []
@@ -47,7 +48,7 @@ def side_by_side(a: Callable[[], object], b: Callable[[], object], repeats: int)
             tb.append(_ms(b)), ta.append(_ms(a))
         else:
             ta.append(_ms(a)), tb.append(_ms(b))
-    return min(ta), min(tb)
+    return statistics.median(ta), statistics.median(y / x for x, y in zip(ta, tb))
 
 
 def bench_variant(name: str, repeats: int, steps: int) -> dict[str, float]:
@@ -70,21 +71,19 @@ def bench_variant(name: str, repeats: int, steps: int) -> dict[str, float]:
 
     out: dict[str, float] = {}
     f, i = side_by_side(bare, under({"*": "identity"}), repeats)
-    out.update(forward_ms=f, identity_ratio=i / f)
-    f, k = side_by_side(bare, under({last: attnviz.ChannelKnockout(top=8)}), repeats)
-    out["knockout_ratio"] = k / f
+    out.update(forward_ms=f, identity_ratio=i)
+    _, out["knockout_ratio"] = side_by_side(bare, under({last: attnviz.ChannelKnockout(top=8)}), repeats)
     p, q = side_by_side(lambda: attnviz.inspect(image, loaded),
                         lambda: attnviz.inspect(image, loaded, interventions={"*": "identity"}), repeats)
-    out.update(inspect_ms=p, inspect_intervened_ratio=q / p)
-    f, d = side_by_side(bare, lambda: attnviz.channel_deletion(loaded, x, last, steps=steps), max(5, repeats // 3))
-    out.update(deletion_ratio=d / f, deletion_rows=3 * (steps + 1))
+    out.update(inspect_ms=p, inspect_intervened_ratio=q)
+    _, d = side_by_side(bare, lambda: attnviz.channel_deletion(loaded, x, last, steps=steps), max(5, repeats // 3))
+    out.update(deletion_ratio=d, deletion_rows=3 * (steps + 1))
     first, nxt = [], []
     for _ in range(repeats):
         r = attnviz.inspect(image, loaded)
         first.append(_ms(lambda: r.channel_map(last, 0)))
         nxt.append(_ms(lambda: r.channel_map(last, 1)))
-    out.update(drill_first_ms=min(first), drill_next_ms=min(nxt), drill_first_median_ms=statistics.median(first),
-               block=last)
+    out.update(drill_first_ms=statistics.median(first), drill_next_ms=statistics.median(nxt), block=last)
     return out
 
 
@@ -99,8 +98,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU; fastest of {args.repeats} "
-          f"A/B-interleaved repeats, batch 1; ratios to the bare forward / plain inspect of the same run")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU, batch 1; medians of {args.repeats} "
+          f"repeats; ratios: median of paired ratios to the bare forward / plain inspect run beside each")
     print(f"{'variant':<20} {'forward':>8} {'identity':>9} {'knockout':>9} {'inspect':>8} {'inspect+iv':>10} "
           f"{'deletion':>17} {'drill 1st':>9} {'drill next':>10}")
     for name in args.variants:
