@@ -38,6 +38,15 @@ class DeletionCurves:
     curves: dict[str, np.ndarray] = field(default_factory=dict)
     auc: dict[str, float] = field(default_factory=dict)
 
+    def chart(self, size: tuple[int, int] = (640, 300)):
+        """The mean curve of each order against the knocked-out fraction (a PIL image)."""
+        from . import render
+
+        series = {f"{o} (AUC {self.auc[o]:.3f})": c.mean(0).tolist() for o, c in self.curves.items()}
+        return render.stats_along_depth(
+            series, title=f"{self.block}: probability of the predicted class while channels are knocked out",
+            ylabel="probability", size=size, labels=[f"{f:.2f}" for f in self.fractions])
+
     @property
     def gate_beats_random(self) -> bool | None:
         if "gate" not in self.auc or "random" not in self.auc:

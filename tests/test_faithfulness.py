@@ -59,6 +59,8 @@ def test_deletion_rows_are_the_knockouts_they_stand_for(se64):
         np.testing.assert_allclose(curve[:, -1], res.curves["gate"][:, -1], rtol=0, atol=1e-12)
         assert res.auc[order] == pytest.approx(float(np.trapezoid(curve, res.fractions, axis=1).mean()))
     assert not np.allclose(res.curves["gate"][:, 1:-1], res.curves["random"][:, 1:-1])
+    chart = np.asarray(res.chart().convert("L"), dtype=np.float32)
+    assert chart.shape == (300, 640) and chart.std() > 5
     again = channel_deletion(model, x, "layer3.0", steps=steps, batch=1000)
     for order in res.curves:
         np.testing.assert_allclose(again.curves[order], res.curves[order], rtol=0, atol=1e-12)
