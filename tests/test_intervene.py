@@ -306,3 +306,36 @@ def test_inspect_rejects_k_beyond_the_block_before_running_it(builtin_cbam):
     with pytest.raises(KeyError, match="blocks:"):
         attnviz.inspect(image, loaded, interventions={"layer5.0": "mean"})
     assert all_hooks_empty(loaded.model)
+
+
+@pytest.mark.parametrize("attn", ["se", "eca", "cbam"])
+def test_timm_attention_modules_get_the_same_semantics(attn):
+    """timm's SEModule / EcaModule / CbamModule: identity = the block without its attention,
+    exactly; knocking out every channel zeroes the attention module's output."""
+    import copy
+
+    from timm.models.resnet import BasicBlock, ResNet
+
+    from attnviz.drilldown import attention_module
+
+    torch.manual_seed(0)  # zero_init_last=False: else the residual branch is 0 and attention moot
+    model = ResNet(block=BasicBlock, layers=[1, 1, 1, 1], block_args=dict(attn_layer=attn), num_classes=5,
+                   zero_init_last=False).eval().double()
+    plain = copy.deepcopy(model)
+    for m in plain.modules():
+        if isinstance(m, BasicBlock):
+            m.se = nn.Identity()
+    x = x64()
+    seen = []
+    h = attention_module(model, "layer2.0").register_forward_hook(lambda _m, _i, o: seen.append(o.clone()))
+    try:
+        with torch.no_grad():
+            ref, with_attn = plain(x), model(x)
+            with intervene(model, {"*": "identity"}):
+                out = model(x)
+            with intervene(model, {"layer2.0": ChannelKnockout(top=128)}):
+                model(x)
+    finally:
+        h.remove()
+    assert (with_attn - ref).abs().max() > 1e-2 and (out - ref).abs().max() <= 1e-10
+    assert torch.count_nonzero(seen[-1]) == 0 and all_hooks_empty(model)
