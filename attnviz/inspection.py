@@ -134,7 +134,8 @@ class Inspection:
 
     def channel_map(self, block: str, channel: int):
         """One channel's feature map in ``block``, before and after its gate (a
-        :class:`attnviz.drilldown.ChannelMap`); re-runs the model up to that block on demand."""
+        :class:`attnviz.drilldown.ChannelMap`); re-runs the plain model (no interventions) up to
+        that block on demand, once per block (the block's maps are then kept on this result)."""
         from .drilldown import channel_map
 
         return channel_map(self, block, channel)
