@@ -30,6 +30,7 @@ from attnviz import app_drilldown as DD
 from attnviz import app_dataset as D
 from attnviz import app_compare_views as CV
 from attnviz.analysis import Analysis
+from attnviz.app_results import DEFAULT_MAX_MB, ResultCache, inspection_nbytes, light_inspection, trim_memory_every
 from attnviz import render
 from attnviz.cli import unique_stems
 from attnviz.inspection import Inspection, inspect, inspect_batch
@@ -72,6 +73,28 @@ _scratch_dir = L.ScratchFolders(_SCRATCH).new
 # Model loading and forwards run on one thread, whichever worker gradio runs the event on
 # (torch's OpenMP slows every forward once several threads have run one: see L.TorchThread).
 _torch_thread = L.TorchThread()
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        value = default if raw in (None, "") else float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise SystemExit(f"{name}={raw!r}: expected a number >= 0 (default {default:g})")
+    return value
+
+
+# Results between a request and its follow-ups (block chart, downloads, redraws, compare columns)
+# live in one byte-bounded LRU for the whole process; a session's gr.State holds only a token into
+# it and expires after STATE_TTL_S, when the scratch files it points at are swept too. Gradio keeps
+# ~0.5 MB of its own per session (each component's config and last output): MAX_SESSIONS bounds
+# that (the least recently active session is dropped first, and its follow-ups ask to run again).
+STATE_TTL_S = 3600
+MAX_SESSIONS = int(_env_number("ATTNVIZ_MAX_SESSIONS", 128)) or 1
+# two kept results a session at most (its Inspect and its Compare tab)
+RESULTS = ResultCache(int(_env_number("ATTNVIZ_RESULT_CACHE_MB", DEFAULT_MAX_MB) * 2**20), max_items=2 * MAX_SESSIONS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -199,15 +222,40 @@ def _pick_from_gallery(gallery: Any, names: list[str], name: str | None) -> Any:
 # Inspect
 
 
-def _inspect_outputs(result: Inspection, alpha: float, cmap: str, stem: str) -> tuple:
+def _kept(state: dict | None, again: str, *, expected: bool = False) -> Any | None:
+    """The kept result a follow-up works on, or None. When it was evicted or its state expired,
+    say so (``expected``: the event can only come after a result was shown, e.g. a block choice).
+    Follow-ups are queued events: Gradio shows a gr.Warning only from those."""
+    value = RESULTS.get(state.get("key")) if state else None
+    if value is None and (state or expected):
+        gr.Warning(f"This result is no longer kept on the server (results are kept for up to "
+                   f"{STATE_TTL_S // 60} minutes while memory allows): press {again} to run it again.")
+    return value
+
+
+def _forget(state: dict | None) -> None:
+    """gr.State's delete_callback: an expired or closed session's result is dropped at once."""
+    if state:
+        RESULTS.drop(state.get("key"))
+
+
+def _owner(request: gr.Request | None, tab: str) -> tuple[str, str] | None:
+    """Whose result it is: one kept result per session and tab (None outside a request)."""
+    session = getattr(request, "session_hash", None)
+    return None if session is None else (session, tab)
+
+
+def _inspect_outputs(result: Inspection, alpha: float, cmap: str, stem: str, request: gr.Request | None) -> tuple:
     folder = _scratch_dir()
     views = L.inspect_views(result, folder, alpha=alpha, colormap=cmap)
-    state = {"result": result, "stem": stem, "folder": folder, "style": (alpha, cmap)}
+    kept = light_inspection(result, L.VIEW_SIZE)
+    key = RESULTS.put(kept, inspection_nbytes(kept), owner=_owner(request, "inspect"))
+    state = {"key": key, "stem": stem, "folder": folder, "style": (alpha, cmap)}
     return (L.summary(result), L.label_dict(result), views.gradcam, views.spatial, views.overview, views.stats, state)
 
 
 def inspect_image(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
-                  weights=None, progress=gr.Progress(track_tqdm=True)):
+                  weights=None, progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
     """Inspect one image with one variant (optionally with an uploaded checkpoint of that
     variant's architecture): top-5, Grad-CAM, every spatial map, the channel gates' depth
     overview and statistics, and the summary JSON (every block's gate statistics)."""
@@ -216,24 +264,26 @@ def inspect_image(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colorma
     loaded = _load(variant, progress, weights=weights)
     progress(0.7, desc=f"Running {loaded.name}…")
     result = _inspect_one(path, loaded)
-    return _inspect_outputs(result, alpha, cmap, Path(path).name)
+    return _inspect_outputs(result, alpha, cmap, Path(path).name, request)
 
 
 def inspect_example(image, variant=EXAMPLE_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
-                    progress=gr.Progress(track_tqdm=True)):
+                    progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
     """A clicked example: the built-in model's own weights, whatever checkpoint is uploaded."""
-    return inspect_image(image, variant, opacity, colormap, None, progress)
+    return inspect_image(image, variant, opacity, colormap, None, progress, request)
 
 
-def rerender_inspect(state, image, variant, opacity, colormap, weights=None, progress=gr.Progress(track_tqdm=True)):
+def rerender_inspect(state, image, variant, opacity, colormap, weights=None, progress=gr.Progress(track_tqdm=True),
+                     request: gr.Request = None):
     """New opacity / colormap: redraw the overlays from the kept Inspection, without running the model."""
     alpha, cmap = _check_style(opacity, colormap)
-    if not state or not isinstance(state.get("result"), Inspection):
+    result = RESULTS.get(state.get("key")) if state else None
+    if result is None:  # nothing shown yet, or no longer kept: run it (again) when there is an image
         if image is None:
             return (gr.skip(),) * 7
-        return inspect_image(image, variant, alpha, cmap, weights, progress)
+        return inspect_image(image, variant, alpha, cmap, weights, progress, request)
     folder = _scratch_dir()
-    views = L.inspect_views(state["result"], folder, alpha=alpha, colormap=cmap, charts=False)
+    views = L.inspect_views(result, folder, alpha=alpha, colormap=cmap, charts=False)
     skip = gr.skip()
     return (skip, skip, views.gradcam, views.spatial, skip, skip,
             {**state, "folder": folder, "style": (alpha, cmap)})
@@ -241,9 +291,9 @@ def rerender_inspect(state, image, variant, opacity, colormap, weights=None, pro
 
 def after_inspect(state, current):
     """UI-only follow-up: block selector, the selected block's chart, which weights ran."""
-    if not state:
+    result = _kept(state, "Inspect")
+    if result is None:
         return gr.skip(), gr.skip(), gr.skip()
-    result = state["result"]
     names = [b.name for b in result.channel_blocks]
     block = current if current in names else (names[-1] if names else None)
     dd = gr.update(choices=names, value=block, interactive=bool(names),
@@ -252,9 +302,10 @@ def after_inspect(state, current):
 
 
 def select_chart(block, state):
-    if not state:
-        return None
-    return L.block_chart(state["result"], block, state["folder"])
+    result = _kept(state, "Inspect", expected=True)
+    if result is None:
+        return gr.skip()
+    return L.block_chart(result, block, state["folder"])
 
 
 def inspect_files(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
@@ -270,10 +321,11 @@ def inspect_files(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colorma
 def inspect_downloads(state):
     """UI-only, after the views are shown: every block's chart and the downloads (figures zip
     with lossless PNGs, JSON, NPZ), in the opacity / colormap of the views."""
-    if not state:
+    result = _kept(state, "Inspect")
+    if result is None:
         return gr.skip(), gr.skip()
     alpha, cmap = state["style"]
-    return L.write_downloads(state["result"], state["folder"] / "downloads", state["stem"], alpha=alpha, colormap=cmap)
+    return L.write_downloads(result, state["folder"] / "downloads", state["stem"], alpha=alpha, colormap=cmap)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -311,7 +363,7 @@ def _slot_value(slot: str | None, slots) -> str:
 
 
 def compare_variants(image, variants=COMPARE_DEFAULT, block="", opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
-                     progress=gr.Progress(track_tqdm=True)):
+                     progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
     """One image, 2–5 variants side by side."""
     path = _image_path(image)
     alpha, cmap = _check_style(opacity, colormap)
@@ -337,22 +389,26 @@ def compare_variants(image, variants=COMPARE_DEFAULT, block="", opacity=DEFAULT_
         overviews.append((views.overview, name))
     summary = L.compare_summary(results, slots, slot)
     stats = L.save_png(L.compare_stats_chart(results, slots), folder / "stats.png")
-    state = {"results": results, "slots": slots, "folder": folder, "views": cache}
+    light = {name: light_inspection(r, L.VIEW_SIZE) for name, r in results.items()}
+    kept = {"results": light, "slots": slots, "views": cache}
+    state = {"key": RESULTS.put(kept, sum(inspection_nbytes(r) for r in light.values()),
+                                owner=_owner(request, "compare"))}
     return summary, stats, gradcams, charts, overviews, state
 
 
 def fill_columns(state, slot, opacity, colormap):
     """UI-only: the side-by-side columns and the shared selector, from the kept results."""
     n_out = 2 + 7 * L.MAX_COMPARE_VARIANTS
-    if not state:
+    kept = _kept(state, "Compare")
+    if kept is None:
         return (gr.skip(),) * n_out
     alpha, cmap = _check_style(opacity, colormap)
-    results, slots = state["results"], state["slots"]
+    results, slots = kept["results"], kept["slots"]
     slot = slot if slot in [n for n, _ in slots] else ""
     choices = [("deepest block of each variant", "")] + [
         (f"{n} (stage {st})" if st is not None else n, n) for n, st in slots]
     out: list[Any] = [gr.update(choices=choices, value=slot), L.agreement_markdown(results)]
-    cache = state.setdefault("views", {})
+    cache = kept["views"]
     if len(cache) > 4 * L.MAX_COMPARE_VARIANTS:  # one user trying many blocks / styles: keep it bounded
         cache.clear()
     folder = _scratch_dir()
@@ -386,7 +442,8 @@ def fill_columns(state, slot, opacity, colormap):
 # Compare images
 
 
-def compare_images(images, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT, progress=gr.Progress(track_tqdm=True)):
+def compare_images(images, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT, progress=gr.Progress(track_tqdm=True),
+                   request: gr.Request = None):
     """2–8 images on one variant: per-block channel-weight profiles and their similarity."""
     paths = [str(p) for p in (images or []) if p]
     if not 2 <= len(paths) <= L.MAX_COMPARE_IMAGES:
@@ -403,7 +460,9 @@ def compare_images(images, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT, progress=
     folder = _scratch_dir()
     profiles = [(L.save_png(CV.profile_view(mats[b.name], names, b.name, b.kind), folder / f"profile{i}.png"),
                  L.block_caption(b)) for i, b in enumerate(results[0].channel_blocks)]
-    kept = CV.keep_profiles(names, {b.name: b.kind for b in results[0].channel_blocks}, mats)  # for the view control
+    profiles_kept = CV.keep_profiles(names, {b.name: b.kind for b in results[0].channel_blocks}, mats)
+    nbytes = sum(m.nbytes for m in profiles_kept["mats"].values())
+    kept = {"key": RESULTS.put(profiles_kept, nbytes, owner=_owner(request, "compare_images"))}  # for the view control
     summary = {
         "variant": loaded.name, "weights": loaded.weights, "device": str(loaded.device),
         "images": [{"name": n, "predictions": [p.__dict__ for p in r.predictions]} for n, r in zip(names, results)],
@@ -423,8 +482,9 @@ def after_compare_images(summary, profiles, current, view, kept):
     return gr.update(choices=names, value=block), select_profile(block, view, kept, summary, profiles)
 
 
-def select_profile(block, view, kept, summary=None, profiles=None):
+def select_profile(block, view, state, summary=None, profiles=None):
     """UI-only: the selected block's profiles in the chosen view, drawn from the kept matrices."""
+    kept = _kept(state, "Compare images", expected=summary is None)
     if not kept or block not in kept["mats"]:
         return _pick_from_gallery(profiles, summary["blocks"], block) if summary and profiles else None
     image = CV.profile_view(kept["mats"][block], kept["names"], block, kept["kinds"][block],
@@ -495,7 +555,9 @@ def open_analysis(file):
 
 
 def redraw_dataset(path, blocks, classes):
-    if not path:
+    if not path or not Path(path).is_file():  # nothing analysed yet, or expired with its scratch folder
+        if path:
+            gr.Warning("This analysis is no longer kept on the server: press Analyze to run it again.")
         return gr.skip(), gr.skip()
     v = D.views(Analysis.load(path), _scratch_dir(), blocks, classes)
     return v.excitation, v.spatial
@@ -644,7 +706,10 @@ def build() -> gr.Blocks:
                                                 elem_classes="attnviz-chart", elem_id="inspect-overview")
                         out_stats = gr.Image(label="Channel-gate mean / std / entropy along depth", show_label=False,
                                              type="filepath", format="png", interactive=False, elem_classes="attnviz-chart")
-                        block_dd = gr.Dropdown([], label="Block", interactive=True, elem_id="inspect-block")
+                        # custom values: a session the server dropped still sends its choice and gets
+                        # the "run it again" message, not Gradio's "not in the list of choices"
+                        block_dd = gr.Dropdown([], label="Block", interactive=True, allow_custom_value=True,
+                                               elem_id="inspect-block")
                         out_chart = gr.Image(label="Channel weights of the selected block (sorted; top channels labelled)",
                                              show_label=False, type="filepath", format="png", interactive=False,
                                              elem_classes="attnviz-chart", elem_id="inspect-chart")
@@ -654,7 +719,7 @@ def build() -> gr.Blocks:
                                             file_count="multiple", interactive=False, elem_id="inspect-files")
                         with gr.Accordion("Summary (JSON)", open=False):
                             out_summary = gr.JSON(label="Summary")
-                inspect_state = gr.State(None)
+                inspect_state = gr.State(None, time_to_live=STATE_TTL_S, delete_callback=_forget)
 
                 # /inspect returns what is shown first; the selected block's chart (after_inspect) and
                 # the downloads (inspect_downloads) are drawn from the kept result right after it.
@@ -662,7 +727,7 @@ def build() -> gr.Blocks:
 
                 def then_extras(event):
                     event.then(after_inspect, [inspect_state, block_dd], [block_dd, out_chart, weights_md],
-                               api_visibility="private", queue=False,
+                               api_visibility="private",
                                ).then(inspect_downloads, inspect_state, [out_charts, out_files], api_visibility="private")
 
                 then_extras(run_btn.click(
@@ -672,7 +737,7 @@ def build() -> gr.Blocks:
                 for trigger in (in_alpha.release, in_cmap.input):
                     then_extras(trigger(rerender_inspect, [inspect_state, in_image, in_variant, in_alpha, in_cmap,
                                                            in_weights], main_outputs, api_visibility="private", **MODEL))
-                block_dd.input(select_chart, [block_dd, inspect_state], out_chart, api_visibility="private", queue=False)
+                block_dd.input(select_chart, [block_dd, inspect_state], out_chart, api_visibility="private")
                 # API only (the UI makes its downloads from the kept result): the files of /inspect
                 gr.Button(visible=False).click(
                     inspect_files, [in_image, in_variant, in_alpha, in_cmap, in_weights], out_files,
@@ -790,7 +855,7 @@ def build() -> gr.Blocks:
                     c_charts = gallery(label="Selected block's channel weights per variant", columns=2)
                     c_overviews = gallery(label="Depth overview per variant", columns=2)
                     c_summary = gr.JSON(label="Summary")
-                compare_state = gr.State(None)
+                compare_state = gr.State(None, time_to_live=STATE_TTL_S, delete_callback=_forget)
                 fill_inputs = [compare_state, c_slot, c_alpha, c_cmap]
                 fill_outputs = [c_slot, c_agree] + columns
                 c_btn.click(
@@ -826,7 +891,7 @@ def build() -> gr.Blocks:
                                          type="filepath", format="png", interactive=False, elem_classes="attnviz-chart",
                                          elem_id="compare-images-similarity")
                         with gr.Row():
-                            m_block = gr.Dropdown([], label="Block", interactive=True)
+                            m_block = gr.Dropdown([], label="Block", interactive=True, allow_custom_value=True)
                             m_view = gr.Radio(list(CV.PROFILE_VIEWS), value=CV.DEFAULT_PROFILE_VIEW,
                                               label="Channel weights per image", elem_id="compare-images-view")
                         m_profile = gr.Image(label="Channel-weight profiles of the images (selected block)",
@@ -835,16 +900,16 @@ def build() -> gr.Blocks:
                         with gr.Accordion("All blocks' profiles, and the summary (JSON)", open=False):
                             m_profiles = gallery(label="Profiles per block", columns=2)
                             m_summary = gr.JSON(label="Summary")
-                m_kept = gr.State(None)
+                m_kept = gr.State(None, time_to_live=STATE_TTL_S, delete_callback=_forget)
                 m_btn.click(
                     compare_images, [m_files, m_variant], [m_summary, m_sim, m_profiles, m_thumbs, m_kept],
                     api_name="compare_images", api_description="2-8 images on one variant: channel-profile similarity",
                     **MODEL,
                 ).then(after_compare_images, [m_summary, m_profiles, m_block, m_view, m_kept], [m_block, m_profile],
-                       api_visibility="private", queue=False)
+                       api_visibility="private")
                 profile_inputs = [m_block, m_view, m_kept, m_summary, m_profiles]
-                m_block.input(select_profile, profile_inputs, m_profile, api_visibility="private", queue=False)
-                m_view.input(select_profile, profile_inputs, m_profile, api_visibility="private", queue=False)
+                m_block.input(select_profile, profile_inputs, m_profile, api_visibility="private")
+                m_view.input(select_profile, profile_inputs, m_profile, api_visibility="private")
 
             # ---------------------------------------------------------------- Dataset
             with gr.Tab("Dataset", id="dataset"):
@@ -881,7 +946,7 @@ def build() -> gr.Blocks:
                                          elem_id="dataset-file")
                         with gr.Accordion("Summary (JSON)", open=False):
                             d_summary = gr.JSON(label="Summary")
-                d_state = gr.State(None)
+                d_state = gr.State(None, time_to_live=STATE_TTL_S)  # the saved analysis file's path
                 d_outputs = [d_summary, d_exc, d_spec, d_sat, d_spatial, d_file, d_blocks, d_classes, d_state]
                 d_btn.click(analyze_dataset, [d_source, d_zip, d_n, d_variant], d_outputs, api_name="analyze",
                             api_description="Gate statistics of up to 2000 images: synthetic set or a zip", **MODEL)
@@ -917,7 +982,9 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM (Spaces, systemd, docker stop) exits normally so atexit removes the temp outputs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo.queue(default_concurrency_limit=4)
-    demo.launch(max_file_size=MAX_FILE_SIZE, theme=THEME, css=CSS, show_error=True)
+    trim_memory_every(30.0)  # freed session memory back to the OS (see app_results.release_free_memory)
+    demo.launch(max_file_size=MAX_FILE_SIZE, theme=THEME, css=CSS, show_error=True,
+                state_session_capacity=MAX_SESSIONS)
 
 
 if __name__ == "__main__":

@@ -1,12 +1,14 @@
 """Shared fixtures: the web app running as ``python app.py`` on a free port (one per session)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -75,12 +77,11 @@ def _checkpoint_dir(tmp: Path) -> Path:
     return _random_init_checkpoints(tmp / "checkpoints")
 
 
-@pytest.fixture(scope="session")
-def app_server(tmp_path_factory) -> RunningApp:
-    """``python app.py`` with GRADIO_SERVER_PORT set, offline, no ImageNet weights cached (so the
-    default variant is the built-in one), torn down after the session."""
-    tmp = tmp_path_factory.mktemp("app")
-    ckpt = _checkpoint_dir(tmp)
+@contextlib.contextmanager
+def start_app(tmp: Path, checkpoints: Path | None = None, **extra_env: str) -> Iterator[RunningApp]:
+    """``python app.py`` on a free port, offline, no ImageNet weights cached (so the default
+    variant is the built-in one), its files under ``tmp``; stopped (SIGTERM) on exit."""
+    ckpt = checkpoints or _checkpoint_dir(tmp)
     port = _free_port()
     env = {
         **os.environ,
@@ -94,6 +95,7 @@ def app_server(tmp_path_factory) -> RunningApp:
         "HF_HOME": str(tmp / "hf_home"),
         "HF_HUB_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1",
+        **extra_env,
     }
     env.pop("HF_HUB_CACHE", None)
     log = tmp / "app.log"
@@ -123,6 +125,21 @@ def app_server(tmp_path_factory) -> RunningApp:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+@pytest.fixture(scope="session")
+def app_server(tmp_path_factory) -> Iterator[RunningApp]:
+    """The app as the README starts it (see :func:`start_app`), shared by the whole session."""
+    with start_app(tmp_path_factory.mktemp("app")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,6 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -17,6 +12,7 @@ from PIL import Image
 
 from attnviz.synthetic import generate
 
+from .conftest import rss_mb, start_app
 from .corpus import make_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,58 +92,27 @@ def test_serves_no_file_outside_its_assets_and_outputs(app_server):
 
 def test_outputs_are_served_and_temp_outputs_removed_on_shutdown(app_server, tmp_path):
     """A separate server: its request outputs exist while it runs and are gone after SIGTERM."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     server_tmp = tmp_path / "tmp"
     server_tmp.mkdir()
-    env = {**os.environ, "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
-           "TMPDIR": str(server_tmp), "GRADIO_TEMP_DIR": str(tmp_path / "gtmp"), "HF_HUB_OFFLINE": "1",
-           "GRADIO_ANALYTICS_ENABLED": "False", "GRADIO_EXAMPLES_CACHE": str(tmp_path / "ex"),
-           "TORCH_HOME": str(tmp_path / "th"), "HF_HOME": str(tmp_path / "hf"),
-           "ATTNVIZ_CHECKPOINTS": str(app_server.checkpoints)}
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        url = f"http://127.0.0.1:{port}/"
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(url + "config", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline and proc.poll() is None, "app did not start"
-            time.sleep(0.25)
-        img = tmp_path / "x.png"
-        Image.fromarray(generate(0, seed=1, size=96).image).save(img)
-        out = Client(url, verbose=False, download_files=str(tmp_path / "dl")).predict(
+    img = tmp_path / "x.png"
+    Image.fromarray(generate(0, seed=1, size=96).image).save(img)
+    with start_app(tmp_path, app_server.checkpoints, TMPDIR=str(server_tmp)) as server:
+        out = Client(server.url, verbose=False, download_files=str(tmp_path / "dl")).predict(
             handle_file(str(img)), api_name="/inspect")
         assert Path(out[2]).is_file()  # the Grad-CAM overlay was served to us
         scratch = [p for p in server_tmp.iterdir() if p.name.startswith("attnviz-app-")]
         assert scratch and any(scratch[0].iterdir())
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
     assert not [p for p in server_tmp.iterdir() if p.name.startswith("attnviz-app-")]
 
 
 def test_server_memory_does_not_grow_over_repeated_requests(app_server, client, tmp_path):
-    def rss_mb() -> float:
-        for line in Path(f"/proc/{app_server.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError
-
     img = tmp_path / "m.png"
     Image.fromarray(generate(5, seed=2, size=96).image).save(img)
     for _ in range(20):
         client.predict(handle_file(str(img)), api_name="/inspect")
-    before = rss_mb()
+    before = rss_mb(app_server.pid)
     for _ in range(100):
         client.predict(handle_file(str(img)), api_name="/inspect")
-    growth = rss_mb() - before
+    growth = rss_mb(app_server.pid) - before
     print(f"server RSS growth over 100 /inspect requests: {growth:.1f} MB")
     assert growth <= 20

@@ -558,6 +558,15 @@ def test_view_sizes():
     assert tiny.view().size == (224, 224)  # upscaled tiny crops
 
 
+def test_light_copy_keeps_geometry_and_one_view_only():
+    prep = prepare(smooth_image(2000, 1500))
+    light = prep.light_copy(448)
+    assert light.geometry == prep.geometry and light.tensor.numel() == 0
+    assert light.view(448) is prep.view(448) and light.image.size == (448, 448)
+    with pytest.raises(ValueError, match="max_side=448 only, not 300"):
+        light.view(300)
+
+
 def test_upsampled_tensor_overlays_view_exactly():
     """A map at input resolution, bilinearly upsampled (align_corners=False) to the view,
     puts the red square where the view shows it."""
