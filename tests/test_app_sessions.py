@@ -1,5 +1,5 @@
 """Many sessions on one server: memory stays bounded, follow-ups work until their result is gone,
-then say so. One dedicated server with small bounds (10 sessions, 4 MB of results), so that the
+then say so. One dedicated server with small bounds (5 sessions, 4 MB of results), so that the
 bounds are reached within a short test; the defaults are measured by ``bench/sessions.py``."""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from PIL import Image
 from attnviz.synthetic import generate
 
 from .conftest import rss_mb, start_app
-from .test_browser import ARGS, CHROMIUM, TIMEOUT_MS, _assert_not_blank
+from .test_browser import ARGS, CHROMIUM, TIMEOUT_MS, _assert_not_blank, open_with_image
 
-MAX_SESSIONS = 10
+MAX_SESSIONS = 5
 CACHE_MB = 4
 PAIR = ["shapes_cbam_resnet", "shapes_se_resnet"]
 
@@ -54,15 +54,15 @@ def test_new_sessions_do_not_grow_server_memory(bounded_app, scene):
     for _ in range(2 * MAX_SESSIONS):  # fill both bounds
         new_session(bounded_app.url, scene)
     rss0, fds0 = rss_mb(bounded_app.pid), len(os.listdir(f"/proc/{bounded_app.pid}/fd"))
-    n = 50
+    n = 30
     for _ in range(n):
         new_session(bounded_app.url, scene)
     growth = rss_mb(bounded_app.pid) - rss0
     fds = len(os.listdir(f"/proc/{bounded_app.pid}/fd"))
     print(f"\nRSS {rss0:.1f} -> {rss0 + growth:.1f} MB over {n} new sessions; fds {fds0} -> {fds}")
-    # Without the bounds each session kept ~0.7 MB here (1.6 MB before results moved to the cache);
-    # a leak of 1 MB a session would show as +50 MB.
-    assert growth < 20, f"server RSS grew {growth:.1f} MB over {n} new sessions"
+    # Without the bounds each session kept ~0.7 MB here (1.6 MB before results moved to the cache):
+    # +20 to +50 MB; measured with them: +4 to +7 MB.
+    assert growth < 15, f"server RSS grew {growth:.1f} MB over {n} new sessions"
     assert fds <= fds0 + 5
 
 
@@ -90,10 +90,7 @@ def test_follow_ups_work_while_kept_then_ask_to_run_again(bounded_app, scene):
                                    arg=src, timeout=TIMEOUT_MS)
 
         try:
-            page.goto(bounded_app.url, timeout=TIMEOUT_MS)
-            page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
-            page.locator("#inspect-image input[type=file]").set_input_files(scene)
-            page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+            open_with_image(page, bounded_app.url, scene)
             page.locator("#inspect-run").click()
             _assert_not_blank(page, chart, "channel chart")
             for _ in range(3):  # other sessions come and go, within the bounds

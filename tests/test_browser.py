@@ -74,6 +74,14 @@ def _assert_not_blank(page, locator, what: str) -> np.ndarray:
     return px
 
 
+def open_with_image(page, url: str, image) -> None:
+    """Open the app at ``url`` and put ``image`` in the Inspect tab's input (shown, not yet run)."""
+    page.goto(url, timeout=TIMEOUT_MS)
+    page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
+    page.locator("#inspect-image input[type=file]").set_input_files(str(image))
+    page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)  # the upload shows
+
+
 def test_example_in_browser(app_server, browser):
     """Clicking an example (assets/, run on the built-in model) fills the views, then the downloads."""
     assets = ROOT / "assets"
@@ -99,10 +107,7 @@ def test_block_selector_draws_that_blocks_chart(app_server, browser, shapes_imag
         pytest.skip("the default model has fewer than two channel-attention blocks")
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(app_server.url, timeout=TIMEOUT_MS)
-        page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
-        page.locator("#inspect-image input[type=file]").set_input_files(str(shapes_image))
-        page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        open_with_image(page, app_server.url, shapes_image)
         page.locator("#inspect-run").click()
         chart = page.locator("#inspect-chart img")
         deepest = _assert_not_blank(page, chart, "channel chart of the deepest block")
@@ -124,12 +129,8 @@ def test_block_selector_draws_that_blocks_chart(app_server, browser, shapes_imag
 def test_inspect_in_browser(app_server, browser, shapes_image, expected, theme):
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(f"{app_server.url}?__theme={theme}", timeout=TIMEOUT_MS)
-        page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
+        open_with_image(page, f"{app_server.url}?__theme={theme}", shapes_image)
         assert page.evaluate("document.body.classList.contains('dark')") == (theme == "dark")
-
-        page.locator("#inspect-image input[type=file]").set_input_files(str(shapes_image))
-        page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)  # the upload shows
         page.locator("#inspect-run").click()
 
         chart = page.locator("#inspect-chart img")

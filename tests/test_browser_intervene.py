@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_browser import ARTIFACTS, TIMEOUT_MS, _assert_not_blank, browser, shapes_image  # noqa: F401 (fixtures)
+from tests.test_browser import (  # noqa: F401 (browser, shapes_image: fixtures)
+    ARTIFACTS, TIMEOUT_MS, _assert_not_blank, browser, open_with_image, shapes_image,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -14,10 +16,7 @@ def test_intervene_panel_in_browser(app_server, browser, shapes_image, client): 
 
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     try:
-        page.goto(app_server.url, timeout=TIMEOUT_MS)
-        page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
-        page.locator("#inspect-image input[type=file]").set_input_files(str(shapes_image))
-        page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        open_with_image(page, app_server.url, shapes_image)
         page.locator("#intervene-panel").get_by_text("Intervene: switch").first.click()
         page.locator("#intervene-replacement").get_by_text("top-k knockout").click()
         k = page.locator("#intervene-k input")
@@ -47,10 +46,7 @@ def test_intervene_panel_in_browser(app_server, browser, shapes_image, client): 
 def test_drilldown_panel_in_browser(app_server, browser, shapes_image):  # noqa: F811
     page = browser.new_page(viewport={"width": 1400, "height": 1200})
     try:
-        page.goto(app_server.url, timeout=TIMEOUT_MS)
-        page.locator("#inspect-run").wait_for(timeout=TIMEOUT_MS)
-        page.locator("#inspect-image input[type=file]").set_input_files(str(shapes_image))
-        page.locator("#inspect-image img").first.wait_for(state="visible", timeout=TIMEOUT_MS)
+        open_with_image(page, app_server.url, shapes_image)
         page.locator("#drilldown-panel").get_by_text("Channel drill-down").first.click()
         block = page.locator("#drilldown-block input")
         page.wait_for_function("() => { const i = document.querySelector('#drilldown-block input');"
