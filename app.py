@@ -222,12 +222,13 @@ def _pick_from_gallery(gallery: Any, names: list[str], name: str | None) -> Any:
 # Inspect
 
 
-def _kept(state: dict | None, again: str, *, expected: bool = False) -> Any | None:
+def _kept(state: dict | None, again: str | None = None, *, expected: bool = False) -> Any | None:
     """The kept result a follow-up works on, or None. When it was evicted or its state expired,
-    say so (``expected``: the event can only come after a result was shown, e.g. a block choice).
-    Follow-ups are queued events: Gradio shows a gr.Warning only from those."""
+    say so, naming the button that runs it ``again`` (``expected``: the event can only come
+    after a result was shown, e.g. a block choice). Follow-ups are queued events: Gradio shows a
+    gr.Warning only from those."""
     value = RESULTS.get(state.get("key")) if state else None
-    if value is None and (state or expected):
+    if value is None and again and (state or expected):
         gr.Warning(f"This result is no longer kept on the server (results are kept for up to "
                    f"{STATE_TTL_S // 60} minutes while memory allows): press {again} to run it again.")
     return value
@@ -277,7 +278,7 @@ def rerender_inspect(state, image, variant, opacity, colormap, weights=None, pro
                      request: gr.Request = None):
     """New opacity / colormap: redraw the overlays from the kept Inspection, without running the model."""
     alpha, cmap = _check_style(opacity, colormap)
-    result = RESULTS.get(state.get("key")) if state else None
+    result = _kept(state)
     if result is None:  # nothing shown yet, or no longer kept: run it (again) when there is an image
         if image is None:
             return (gr.skip(),) * 7

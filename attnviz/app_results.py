@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import functools
 import secrets
 import threading
 import time
@@ -20,13 +21,20 @@ from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
-import torch
-from PIL import Image
-
 from .inspection import Inspection
 
 #: Default bound of a server's result cache (``ATTNVIZ_RESULT_CACHE_MB``).
 DEFAULT_MAX_MB = 64
+
+
+@functools.cache
+def _malloc_trim() -> Any | None:
+    # looked up once: find_library runs ``ldconfig -p`` in a subprocess
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):
+        return None
 
 
 def release_free_memory() -> bool:
@@ -35,11 +43,7 @@ def release_free_memory() -> bool:
     A server's heap otherwise stays near its high-water mark: many short sessions leave it
     fragmented across the worker threads' malloc arenas. False where there is no glibc.
     """
-    name = ctypes.util.find_library("c")
-    try:
-        trim = ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        trim = None
+    trim = _malloc_trim()
     if trim is None:
         return False
     trim(0)
@@ -57,14 +61,11 @@ def trim_memory_every(interval_s: float) -> threading.Thread:
     return thread
 
 
-def image_nbytes(image: Image.Image) -> int:
-    return image.width * image.height * len(image.getbands())
-
-
 def light_inspection(result: Inspection, view_size: int) -> Inspection:
     """``result`` as a server keeps it: every array, the view at ``view_size`` (all its follow-ups
-    draw on that one), no model input or full-size image."""
-    return dataclasses.replace(result, prepared=result.prepared.light_copy(view_size))
+    draw on that one), no model input or full-size image, and no reference to the model (a kept
+    result must not pin an uploaded checkpoint's model that the loader has let go)."""
+    return dataclasses.replace(result, prepared=result.prepared.light_copy(view_size), loaded=None)
 
 
 def _arrays_nbytes(result: Inspection) -> int:
@@ -75,11 +76,7 @@ def _arrays_nbytes(result: Inspection) -> int:
 def inspection_nbytes(result: Inspection) -> int:
     """What keeping ``result`` costs: its arrays, the model input and the loaded image with its
     cached views (the image dominates for photos: 36 MB for 12 megapixels)."""
-    prepared = result.prepared
-    tensor: torch.Tensor = prepared.tensor
-    images = {id(im): im for im in (prepared.image, *prepared._views.values())}  # a light copy's image is its view
-    total = _arrays_nbytes(result) + tensor.numel() * tensor.element_size()
-    total += sum(image_nbytes(im) for im in images.values())
+    total = _arrays_nbytes(result) + result.prepared.nbytes()
     before = getattr(result.intervention, "before", None)
     if before is not None:  # the plain inspection of an intervened one (same image)
         total += _arrays_nbytes(before)

@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -62,13 +63,10 @@ def _error(msg: str) -> None:
     print(f"attnviz: error: {msg}", file=sys.stderr)
 
 
-def _inspect(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from .export import write_inspection
-    from .inspection import check_amp, inspect_batch
+def _inspect_setup(args: argparse.Namespace) -> tuple[Any, dict | None] | int:
+    """The model and the parsed ``--intervene`` requests, or the exit code of a usage error."""
+    from .inspection import check_amp
     from .models import WeightsError, load_model
-    from .preprocess import ImageLoadError, prepare
 
     if args.out.exists() and not args.out.is_dir():
         _error(f"--out {args.out}: exists and is not a folder; give a folder (it is created if missing)")
@@ -94,6 +92,20 @@ def _inspect(args: argparse.Namespace) -> int:
         except (KeyError, ValueError) as e:
             _error(f"--intervene: {e.args[0] if isinstance(e, KeyError) else e}")
             return EXIT_USAGE
+    return loaded, interventions
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .export import write_inspection
+    from .inspection import inspect_batch
+    from .preprocess import ImageLoadError, prepare
+
+    setup = _inspect_setup(args)
+    if isinstance(setup, int):
+        return setup
+    loaded, interventions = setup
     batch_size = args.batch_size or (16 if loaded.device.type == "cuda" else 1)
     stems = unique_stems(args.images)
     failed = 0

@@ -307,30 +307,9 @@ def inspect_batch(
     _sync(dev)
     t2 = time.perf_counter()
 
-    classes = loaded.classes
-    n_out = logits_np.shape[1]
-    if len(classes) != n_out:
-        classes = tuple(f"class {i}" for i in range(n_out))
-    k = min(topk, n_out)
-    results = []
-    for i, prep in enumerate(prepared):
-        order = np.argsort(-probs_np[i], kind="stable")[:k]
-        preds = [Prediction(int(j), classes[j], float(probs_np[i, j])) for j in order]
-        blocks = []
-        for bc in cap:
-            ch = None if bc.channel is None else bc.channel[i].numpy()
-            sp = None if bc.spatial is None else bc.spatial[i].numpy()
-            blocks.append(BlockResult(name=bc.name, kind=bc.kind, stage=bc.stage, channel=ch, spatial=sp))
-        target = None
-        if cam is not None:
-            j = cam_idx[i]
-            target = Prediction(int(j), classes[j], float(probs_np[i, j]))
-        results.append(Inspection(
-            variant=loaded.name, weights=loaded.weights, device=str(dev), predictions=preds,
-            logits=logits_np[i], probs=probs_np[i], blocks=blocks,
-            gradcam=None if cam is None else cam_maps[i], gradcam_target=target, prepared=prep, amp=amp,
-            loaded=loaded,
-        ))
+    results = _per_image_results(loaded, prepared, logits_np, probs_np, cap, topk=topk, amp=amp,
+                                 cam_maps=None if cam is None else cam_maps,
+                                 cam_idx=None if cam is None else cam_idx)
     t3 = time.perf_counter()
     n = len(prepared)
     timings = {
@@ -342,6 +321,36 @@ def inspect_batch(
     }
     for r in results:
         r.timings = {k: round(v, 3) for k, v in timings.items()}
+    return results
+
+
+def _per_image_results(loaded: LoadedModel, prepared: list[PreparedImage], logits: np.ndarray,
+                       probs: np.ndarray, cap, *, topk: int, amp: str | None,
+                       cam_maps: np.ndarray | None, cam_idx: list[int] | None) -> list[Inspection]:
+    """One :class:`Inspection` per image of a batched forward (row ``i`` of every array)."""
+    classes = loaded.classes
+    n_out = logits.shape[1]
+    if len(classes) != n_out:
+        classes = tuple(f"class {i}" for i in range(n_out))
+    k = min(topk, n_out)
+    results = []
+    for i, prep in enumerate(prepared):
+        order = np.argsort(-probs[i], kind="stable")[:k]
+        preds = [Prediction(int(j), classes[j], float(probs[i, j])) for j in order]
+        blocks = [BlockResult(name=bc.name, kind=bc.kind, stage=bc.stage,
+                              channel=None if bc.channel is None else bc.channel[i].numpy(),
+                              spatial=None if bc.spatial is None else bc.spatial[i].numpy())
+                  for bc in cap]
+        target = None
+        if cam_idx is not None:
+            j = cam_idx[i]
+            target = Prediction(int(j), classes[j], float(probs[i, j]))
+        results.append(Inspection(
+            variant=loaded.name, weights=loaded.weights, device=str(loaded.device), predictions=preds,
+            logits=logits[i], probs=probs[i], blocks=blocks,
+            gradcam=None if cam_maps is None else cam_maps[i], gradcam_target=target, prepared=prep, amp=amp,
+            loaded=loaded,
+        ))
     return results
 
 

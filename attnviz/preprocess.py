@@ -562,6 +562,13 @@ class PreparedImage:
         self._views[max_side] = view
         return view
 
+    def nbytes(self) -> int:
+        """Memory held: the model input, the image and its cached views (a light copy's image
+        is its view, counted once)."""
+        images = {id(im): im for im in (self.image, *self._views.values())}
+        pixels = sum(im.width * im.height * len(im.getbands()) for im in images.values())
+        return self.tensor.numel() * self.tensor.element_size() + pixels
+
     def light_copy(self, max_side: int = 448) -> PreparedImage:
         """The same geometry and the view at ``max_side``, without the model input and the
         full-size image: what a server keeps of a result for its follow-ups (a 12-megapixel

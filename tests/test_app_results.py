@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from attnviz.app_results import ResultCache, image_nbytes, inspection_nbytes
+from attnviz.app_results import ResultCache, inspection_nbytes, light_inspection
 
 
 def test_evicts_least_recently_used_to_stay_within_bytes():
@@ -97,7 +97,17 @@ def test_inspection_size_counts_the_loaded_image(cbam_result):
     small = inspection_nbytes(with_image(cbam_result.prepared.image))
     arrays = sum(a.nbytes for b in cbam_result.blocks for a in (b.channel, b.spatial) if a is not None)
     assert small >= arrays + cbam_result.prepared.tensor.numel() * 4
-    photo = Image.fromarray(np.zeros((3000, 4000, 3), np.uint8))  # 12 megapixels
+    photo = Image.fromarray(np.zeros((3000, 4000, 3), np.uint8))  # 12 megapixels: 36 MB of RGB
     big = with_image(photo)
-    assert image_nbytes(photo) == 36_000_000
-    assert inspection_nbytes(big) - small == 36_000_000 - image_nbytes(cbam_result.prepared.image)
+    w, h = cbam_result.prepared.image.size
+    assert inspection_nbytes(big) - small == 36_000_000 - 3 * w * h
+
+    light = light_inspection(big, 448)  # what the app keeps: the view, no tensor, no model
+    assert light.loaded is None and big.loaded is not None
+    side = light.prepared.view(448).width  # the geometry's crop side, at most 448
+    assert inspection_nbytes(light) == arrays + _other_arrays(big) + side * side * 3
+    np.testing.assert_array_equal(light.blocks[-1].channel, big.blocks[-1].channel)
+
+
+def _other_arrays(r) -> int:
+    return sum(a.nbytes for a in (r.logits, r.probs, r.gradcam) if a is not None)
