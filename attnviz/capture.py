@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -210,3 +210,41 @@ def _collect(cap: AttentionCapture) -> None:
         if bc.channel is not None or bc.spatial is not None:
             blocks[site.name] = bc
     cap.blocks = blocks
+
+
+def attention_module(model: nn.Module, block: str) -> nn.Module:
+    """The attention module of ``block`` (``layer4.0`` -> ``layer4.0.attn``, ``bam2`` itself)."""
+    sites = find_gates(model)
+    if block not in {s.name for s in sites}:
+        raise KeyError(f"no attention block named {block!r}; blocks: {[s.name for s in sites]}")
+    gate_ids = {id(g) for s in sites if s.name == block for g in s.gates.values()}
+    # the residual block "layer4.0" also holds the gates: the attention module is the deepest match
+    found = [module for name, module in model.named_modules()
+             if _block_name(name) == block and any(id(m) in gate_ids for m in module.modules())]
+    return found[-1]
+
+
+BlockIOCallback = Callable[[torch.Tensor, torch.Tensor], None]
+
+
+@contextmanager
+def block_io(model: nn.Module, block: str, on_io: BlockIOCallback) -> Iterator[nn.Module]:
+    """Call ``on_io(entering, leaving)`` with the feature map entering ``block``'s attention
+    module and the one leaving it (gates applied), for each forward run inside the context.
+
+    The on-demand companion of :func:`capture` (channel drill-down, activation norms): same
+    rules — calls from other threads are ignored, the hook is removed on exit, also after an
+    exception. ``on_io`` may raise to stop a forward early once the block has run.
+    """
+    owner = threading.get_ident()
+
+    def hook(_module: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        if threading.get_ident() == owner:
+            on_io(inputs[0].detach(), output.detach())
+
+    module = attention_module(model, block)
+    handle = module.register_forward_hook(hook)
+    try:
+        yield module
+    finally:
+        handle.remove()

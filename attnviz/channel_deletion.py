@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .capture import capture
-from .drilldown import attention_module
+from .capture import block_io, capture
 from .intervene import ChannelKnockout, intervene
 
 ORDERS = ("gate", "random", "activation")
@@ -66,16 +65,11 @@ def _as_batch(loaded: Any, images: torch.Tensor | Sequence[Any]) -> torch.Tensor
 @torch.inference_mode()
 def _plain_run(loaded: Any, x: torch.Tensor, block: str, batch: int) -> tuple[torch.Tensor, ...]:
     """Target classes, channel gates [N, C] and output-channel norms [N, C] of the plain model."""
-    net, norms = loaded.model, []
-    handle = attention_module(net, block).register_forward_hook(
-        lambda _m, _i, out: norms.append(out.detach().flatten(2).norm(dim=2).cpu()))
-    logits = []
-    try:
-        with capture(net, only=[block]) as cap:
-            for i in range(0, len(x), batch):
-                logits.append(net(x[i:i + batch].to(loaded.device)).float().cpu())
-    finally:
-        handle.remove()
+    net, norms, logits = loaded.model, [], []
+    with block_io(net, block, lambda _entering, leaving: norms.append(leaving.flatten(2).norm(dim=2).cpu())), \
+            capture(net, only=[block]) as cap:
+        for i in range(0, len(x), batch):
+            logits.append(net(x[i:i + batch].to(loaded.device)).float().cpu())
     if cap[block].channel is None:
         raise ValueError(f"{block} has no channel gate; channel deletion needs one")
     return torch.cat(logits).argmax(1), cap[block].channel, torch.cat(norms)

@@ -8,14 +8,12 @@ channel of the same block costs nothing. The plain model is re-run (no intervent
 """
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
-from .capture import _block_name, find_gates
+from .capture import block_io
 from .inspection import Inspection, _autocast
 
 _CACHE_ATTR = "_drilldown_maps"  # on the Inspection: block -> (before [C,H,W], after [C,H,W])
@@ -37,18 +35,6 @@ class _StopForward(Exception):
     """Raised by the hook once the block has run: the rest of the network is not needed."""
 
 
-def attention_module(model: nn.Module, block: str) -> nn.Module:
-    """The attention module of ``block`` (``layer4.0`` -> ``layer4.0.attn``, ``bam2`` itself)."""
-    names = [s.name for s in find_gates(model)]
-    if block not in names:
-        raise KeyError(f"no attention block named {block!r}; blocks: {names}")
-    gate_ids = {id(g) for s in find_gates(model) if s.name == block for g in s.gates.values()}
-    # the residual block "layer4.0" also holds the gates: the attention module is the deepest match
-    found = [module for name, module in model.named_modules()
-             if _block_name(name) == block and any(id(m) in gate_ids for m in module.modules())]
-    return found[-1]
-
-
 def block_maps(inspection: Inspection, block: str) -> tuple[torch.Tensor, torch.Tensor]:
     """``(before, after)`` [C, H, W] of ``block`` for the inspected image (cached)."""
     cache = inspection.__dict__.setdefault(_CACHE_ATTR, {})
@@ -57,25 +43,19 @@ def block_maps(inspection: Inspection, block: str) -> tuple[torch.Tensor, torch.
     loaded = inspection.loaded
     if loaded is None:
         raise ValueError("this inspection holds no model; inspect with attnviz.inspect() to drill down")
-    module = attention_module(loaded.model, block)
-    owner = threading.get_ident()
     seen: list[torch.Tensor] = []
 
-    def hook(_m: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        if threading.get_ident() != owner:
-            return
-        seen[:] = [inputs[0].detach()[0].float().cpu(), output.detach()[0].float().cpu()]
+    def keep_first_image(entering: torch.Tensor, leaving: torch.Tensor) -> None:
+        seen[:] = [entering[0].float().cpu(), leaving[0].float().cpu()]
         raise _StopForward
 
-    handle = module.register_forward_hook(hook)
     try:
-        x = inspection.prepared.tensor.to(loaded.device)
-        with torch.inference_mode(), _autocast(inspection.amp, loaded.device):
-            loaded.model(x)
+        with block_io(loaded.model, block, keep_first_image):
+            x = inspection.prepared.tensor.to(loaded.device)
+            with torch.inference_mode(), _autocast(inspection.amp, loaded.device):
+                loaded.model(x)
     except _StopForward:
         pass
-    finally:
-        handle.remove()
     if not seen:
         raise RuntimeError(f"block {block!r} did not run in the model's forward")
     cache[block] = (seen[0], seen[1])

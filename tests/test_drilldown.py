@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import attnviz
-from attnviz.drilldown import attention_module, top_channel_maps
+from attnviz.capture import attention_module
+from attnviz.drilldown import top_channel_maps
 from attnviz.synthetic import generate
 
 

@@ -51,7 +51,7 @@ def x64(b: int = 2, seed: int = 1) -> torch.Tensor:
 
 def attn_outputs(model: nn.Module, x: torch.Tensor, interventions=None) -> dict[str, torch.Tensor]:
     """Each attention module's output in one forward (optionally under interventions)."""
-    from attnviz.drilldown import attention_module
+    from attnviz.capture import attention_module
 
     out: dict[str, torch.Tensor] = {}
     names = [s.name for s in attnviz.find_gates(model)]
@@ -89,7 +89,7 @@ def test_identity_on_one_block_is_that_block_removed(attn):
     model, x = make_model(attn), x64()
     name = "bam2" if attn == "bam" else "layer3.0"
     outs = attn_outputs(model, x, {name: "identity"})
-    from attnviz.drilldown import attention_module
+    from attnviz.capture import attention_module
 
     seen = []
     h = attention_module(model, name).register_forward_hook(lambda _m, i, _o: seen.append(i[0].detach().clone()))
@@ -316,7 +316,7 @@ def test_timm_attention_modules_get_the_same_semantics(attn):
 
     from timm.models.resnet import BasicBlock, ResNet
 
-    from attnviz.drilldown import attention_module
+    from attnviz.capture import attention_module
 
     torch.manual_seed(0)  # zero_init_last=False: else the residual branch is 0 and attention moot
     model = ResNet(block=BasicBlock, layers=[1, 1, 1, 1], block_args=dict(attn_layer=attn), num_classes=5,
