@@ -12,7 +12,8 @@ Public API (modules of this package in brackets)
 - :data:`COLORMAPS`, :func:`colormap_lut` -- ``[256, 3] uint8`` colour tables (``colormaps``).
 - :func:`upsample_map`, :func:`normalize_map` -- map geometry / value scaling (``maps``).
 - :func:`overlay`, :func:`heatmap` -- spatial attention maps as images (``maps``).
-- :func:`channel_bar_chart` -- one block's channel gate values (``charts``).
+- :func:`channel_bar_chart` -- one block's channel gate values; :func:`channel_bar_layout` --
+  its plot box and the channel under each pixel (``charts``).
 - :func:`depth_overview` -- blocks x channels gate image for a whole model (``depth``).
 - :func:`stats_along_depth` -- line chart of per-depth statistics (``depth``).
 - :func:`image_grid`, :func:`to_png_bytes`, :func:`to_jpeg_bytes` -- composition and
@@ -25,7 +26,7 @@ package depends on numpy, PIL and matplotlib only, nothing else of attnviz.
 """
 from __future__ import annotations
 
-from .charts import channel_bar_chart
+from .charts import ChannelBarLayout, channel_bar_chart, channel_bar_layout
 from .colormaps import COLORMAPS, RGB, colormap_lut
 from .depth import depth_overview, stats_along_depth
 from .grid import image_grid, to_jpeg_bytes, to_png_bytes
@@ -39,8 +40,11 @@ __all__ = [
     "overlay",
     "heatmap",
     "channel_bar_chart",
+    "channel_bar_layout",
+    "ChannelBarLayout",
     "depth_overview",
     "stats_along_depth",
     "image_grid",
     "to_png_bytes",
+    "to_jpeg_bytes",
 ]

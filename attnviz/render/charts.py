@@ -2,10 +2,12 @@
 
 Drawn as a palette-index array (1 byte per pixel) turned into RGB by PIL's C palette
 conversion, then labelled with cached text masks: about a millisecond for 2048 channels.
-Where things go is decided once, by the chart's layout (:class:`ChannelBarLayout`).
+Where things go is decided once, by the chart's layout (:func:`channel_bar_layout`), which
+callers can ask for too: it maps a pixel of the chart back to its channel.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,7 +18,7 @@ from .colormaps import _AXIS, _BLACK, _GRID, _MUTED, _TEXT, _WHITE, RGB, _lighte
 from .maps import _check_size
 from .text import _fit_text, _line_height, _put_text, _text_size
 
-__all__ = ["channel_bar_chart"]
+__all__ = ["ChannelBarLayout", "channel_bar_layout", "channel_bar_chart"]
 
 _MAX_BAR_PX = 48  # widest bar of the channel chart
 _Y_TICKS = (0.0, 0.25, 0.5, 0.75, 1.0)
@@ -54,11 +56,14 @@ def _bar_values(vals: np.ndarray, top_k: int, sort: bool) -> _BarValues:
 
 @dataclass(frozen=True, eq=False)
 class ChannelBarLayout:
-    """Where :func:`channel_bar_chart` draws its plot, and which channel each column shows.
+    """Where :func:`channel_bar_chart` draws its plot, and which channel each pixel column shows.
 
     The plot area is pixel columns ``x0 .. x1-1`` and rows ``y0 .. y1-1`` of the
     ``width x height`` image; bars stand on row ``y1`` (the x axis; the y axis is column
-    ``x0-1``) and a value of 1 reaches row ``y0``.
+    ``x0-1``) and a value of 1 reaches row ``y0``.  Display position ``i`` (channel
+    ``order[i]``) takes columns ``i*pw/n .. (i+1)*pw/n`` of the ``pw`` wide plot; with more
+    channels than columns, consecutive positions share a column (:meth:`column_ranges`).
+    ``order`` and ``shown`` are read-only.
     """
 
     width: int
@@ -69,6 +74,10 @@ class ChannelBarLayout:
     y1: int
     order: np.ndarray  # display position -> channel index (sorted by value, or 0..n-1)
     shown: np.ndarray  # bar value per display position, clipped to [0, 1]
+
+    def __post_init__(self) -> None:
+        self.order.setflags(write=False)
+        self.shown.setflags(write=False)
 
     @property
     def n_channels(self) -> int:
@@ -86,6 +95,29 @@ class ChannelBarLayout:
         """Per plot column: first display position drawn there and how many positions share it
         (``n`` positions spread over the plot width, every column gets at least one)."""
         return _column_ranges(self.n_channels, self.plot_width)
+
+    def channel_at(self, x: float, y: float | None = None) -> int | None:
+        """The channel (index in the original channel order) drawn at pixel ``(x, y)`` of the
+        chart image; None outside the plot area (``y=None``: only ``x`` is checked).
+
+        Pixel column ``c`` covers ``c <= x < c + 1``.  A column belongs to the channel whose slot
+        it lies in, from the baseline to the top of the plot: the white above a bar and the gap
+        beside it pick that bar, so a click anywhere over a thin bar finds it.  Where several
+        channels share a column, it is the one whose bar is drawn there: the largest of them
+        (the first in display order on ties), which sets the column's height and is the one
+        highlighted when the column shows a top-k channel.
+        """
+        if not math.isfinite(x) or (y is not None and not math.isfinite(y)):
+            return None
+        col = math.floor(x) - self.x0
+        if not 0 <= col < self.plot_width:
+            return None
+        if y is not None and not self.y0 <= math.floor(y) < self.y1:
+            return None
+        starts, counts = self.column_ranges()
+        first, count = int(starts[col]), int(counts[col])
+        pos = first + int(np.argmax(self.shown[first : first + count])) if count > 1 else first
+        return int(self.order[pos])
 
 
 def _prepare(weights: np.ndarray, top_k: int, sort: bool, size: tuple[int, int], title: str,
@@ -119,6 +151,28 @@ def _plot_layout(values: _BarValues, W: int, H: int, title: str, font_size: int,
     if pw < 20 or ph < 20:
         raise ValueError(f"size {size!r} leaves no room for the plot")
     return ChannelBarLayout(W, H, left, left + pw, top, top + ph, values.order, values.shown)
+
+
+def channel_bar_layout(
+    weights: np.ndarray,
+    *,
+    title: str = "",
+    top_k: int = 5,
+    size: tuple[int, int] = (640, 240),
+    sort: bool = True,
+    font_size: int = 10,
+) -> ChannelBarLayout:
+    """The layout :func:`channel_bar_chart` uses for the same arguments (its colours aside):
+    the plot box and the channel under each pixel column (:meth:`ChannelBarLayout.channel_at`),
+    e.g. to turn a click on the chart image into a channel.
+
+    It takes the weights, not just their number: with ``sort`` they decide which channel sits
+    where, and the top-k legend at the right (``"#idx 0.97"``) is as wide as its text.
+
+    Raises:
+        ValueError: as :func:`channel_bar_chart` (empty weights, a size too small).
+    """
+    return _prepare(weights, top_k, sort, size, title, font_size)[1]
 
 
 def _column_heights(layout: ChannelBarLayout, highlight: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
