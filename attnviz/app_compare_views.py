@@ -1,7 +1,7 @@
 """What the compare tabs draw, at the size they are shown at (UI-free; no gradio here).
 
 * Compare images: each block's channel weights of the images as a heat map (one row per
-  image, :func:`attnviz.render_heatmap.profile_heatmap`), or as lines for up to
+  image, :func:`attnviz.render.profiles.profile_heatmap`), or as lines for up to
   :data:`MAX_LINE_ROWS` images, where lines stay readable.  The same heat map draws a dataset
   analysis' per-class profiles (:func:`attnviz.analysis.class_heatmap.class_profiles`).
 * Compare variants: each column's channel chart and depth overview are drawn for the column's
@@ -19,7 +19,7 @@ from PIL import Image
 
 from . import render
 from .inspection import Inspection
-from .render_heatmap import channel_order, profile_heatmap
+from .render.profiles import channel_order, profile_heatmap
 
 #: The profile views a user can pick: (label, value).
 PROFILE_VIEWS: tuple[tuple[str, str], ...] = (

@@ -11,7 +11,6 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from attnviz import render as R  # noqa: E402
 from attnviz.render import (  # noqa: E402
     COLORMAPS,
     channel_bar_chart,
@@ -25,6 +24,8 @@ from attnviz.render import (  # noqa: E402
     to_png_bytes,
     upsample_map,
 )
+from attnviz.render import text as render_text  # noqa: E402
+from attnviz.render.colormaps import _PALETTE  # noqa: E402
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -368,7 +369,7 @@ def test_stats_along_depth_two_series_both_colours():
         labels=[f"layer{i // 4 + 1}.{i % 4}" for i in range(n)],
     )
     assert img.size == (640, 280)
-    c0, c1 = R._PALETTE[0], R._PALETTE[1]
+    c0, c1 = _PALETTE[0], _PALETTE[1]
     assert _mask_of(img, c0).sum() > 200 and _mask_of(img, c1).sum() > 200
 
 
@@ -417,13 +418,13 @@ def test_no_matplotlib_figure_is_created(monkeypatch, photo):
 def test_fallback_bitmap_font_still_renders(monkeypatch):
     from PIL import ImageFont
 
-    caches = [R._line_box, R._glyph, R._text_mask]
+    caches = [render_text._line_box, render_text._glyph, render_text._text_mask]
     bitmap = ImageFont.load_default_imagefont() if hasattr(ImageFont, "load_default_imagefont") else None
     if bitmap is None:
         pytest.skip("Pillow without load_default_imagefont")
     for c in caches:
         c.cache_clear()
-    monkeypatch.setattr(R, "_font", lambda size: bitmap)
+    monkeypatch.setattr(render_text, "_font", lambda size: bitmap)
     try:
         img = channel_bar_chart(np.random.default_rng(16).random(40), title="fallback font")
         assert img.size == (640, 240)

@@ -1,4 +1,4 @@
-"""Tests for attnviz.render_heatmap: the rows x channels profile heat map."""
+"""Tests for attnviz.render.profiles: the rows x channels profile heat map."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from attnviz.render import colormap_lut
-from attnviz.render_heatmap import channel_order, profile_heatmap
+from attnviz.render.profiles import channel_order, profile_heatmap
 
 VIRIDIS = colormap_lut("viridis")
 MISSING = np.array([215, 215, 215], dtype=np.uint8)

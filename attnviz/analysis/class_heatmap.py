@@ -1,6 +1,6 @@
 """Per-class channel profiles of an :class:`Analysis` as a heat map (rows = classes).
 
-The same view as the app's per-image profiles (:func:`attnviz.render_heatmap.profile_heatmap`,
+The same view as the app's per-image profiles (:func:`attnviz.render.profiles.profile_heatmap`,
 the depth overview's colour scale), so a dataset's class profiles and a handful of images read
 alike. Drawn with PIL and numpy (a few ms), beside the matplotlib figures of :mod:`.plots`.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from ..render_heatmap import ChannelOrder, profile_heatmap
+from ..render.profiles import ChannelOrder, profile_heatmap
 from .analysis import Analysis
 
 

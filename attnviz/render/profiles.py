@@ -7,29 +7,23 @@ gate range 0..1, with the same colorbar), so a value reads the same in both view
 Why a heat map and not one line per row: sigmoid gates mostly sit near 0 or 1, so a line per
 image jumps between the two and several lines become a solid tangle; a row of colours per image
 stays readable for any number of rows and for 2048 channels.
+
+(The module is not called ``heatmap``: that name is :func:`attnviz.render.heatmap`, the coloured
+spatial map, and a submodule of the same name would replace it on the package when imported.)
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal, Sequence
 
 import numpy as np
 from PIL import Image
 
-from .render import (
-    _AXIS,
-    _BLACK,
-    _MUTED,
-    _TEXT,
-    _check_size,
-    _fit_text,
-    _line_height,
-    _nice_step,
-    _put_text,
-    _text_size,
-    _to_index,
-    colormap_lut,
-)
+from .chart_axes import _CB_W, _draw_colorbar, _label_colorbar, _nice_step
+from .colormaps import _AXIS, _BLACK, _MUTED, _TEXT, _to_index, colormap_lut
+from .maps import _check_size
+from .text import _fit_text, _line_height, _put_text, _text_size
 
 __all__ = ["ChannelOrder", "channel_order", "profile_heatmap"]
 
@@ -38,8 +32,9 @@ ChannelOrder = Literal["mean", "index"]
 _FS_TITLE = 13
 _FS = 11  # labels and ticks: legible at 1:1 on screen
 _PAD = 6
-_CB_W, _CB_GAP = 12, 10
+_CB_GAP = 10
 _MEAN_GAP = 5  # white gap between the data rows and the mean row
+_MISSING = (215, 215, 215)  # colour of a NaN cell
 
 
 def _as_matrix(matrix: np.ndarray) -> np.ndarray:
@@ -91,6 +86,66 @@ def _row_means(m: np.ndarray) -> list[str]:
     return out
 
 
+def _nanmean_rows(m: np.ndarray) -> np.ndarray:
+    """Mean over the rows per column, ignoring NaN (NaN where a column has no value)."""
+    finite = np.isfinite(m)
+    mean = np.where(finite, m, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+    mean[~finite.any(axis=0)] = np.nan
+    return mean
+
+
+@dataclass(frozen=True)
+class _HeatmapLayout:
+    """Columns (labels | strip | means | colorbar) and rows of the profile heat map."""
+
+    font_size: int
+    label_w: int
+    strip_x: int
+    strip_w: int  # a whole number of px per channel when the channels fit
+    stats_w: int
+    cb_x: int
+    top: int  # first row of the strip
+    y_rows: list[int]  # top of each row (the mean row after a small gap)
+    row_height: int
+    body_h: int  # rows, gap and mean row
+    bar_h: int  # colorbar: at least room for its three labels
+    height: int
+
+
+def _heatmap_layout(labels: list[str], stats: list[str], n_channels: int, n_data: int, width: int,
+                    row_height: int, title: str, with_mean_row: bool) -> _HeatmapLayout:
+    fs = _FS if row_height >= 14 else max(8, row_height - 3)
+    lh = _line_height(fs)
+    label_w = min(max(_text_size(s, fs)[0] for s in labels), max(48, width // 4)) + 8
+    stats_w = max(_text_size(s, fs)[0] for s in stats + ["mean"]) + 10
+    cb_label_w = _text_size("0.5", fs)[0] + 6
+    strip_x = _PAD + label_w
+    avail = width - strip_x - stats_w - _CB_GAP - _CB_W - cb_label_w - _PAD
+    if avail < 24:
+        raise ValueError(f"width {width} is too small for the heat map")
+    c = n_channels
+    strip_w = (avail // c) * c if c <= avail else avail
+    top = _PAD + ((_line_height(_FS_TITLE) + 6) if title else 0) + lh + 4
+    y_rows = [top + i * row_height for i in range(n_data)]
+    if with_mean_row:
+        y_rows.append(top + n_data * row_height + _MEAN_GAP)
+    body_h = y_rows[-1] + row_height - top
+    bar_h = max(body_h, 3 * lh + 6)  # a single row still gets a colorbar its 3 labels fit on
+    return _HeatmapLayout(fs, label_w, strip_x, strip_w, stats_w, strip_x + strip_w + stats_w + _CB_GAP, top,
+                          y_rows, row_height, body_h, bar_h, top + bar_h + 4 + lh + 6 + lh + _PAD)
+
+
+def _paint_rows(canvas: np.ndarray, shown: np.ndarray, lay: _HeatmapLayout, lut: np.ndarray) -> None:
+    """One band of colours per row; NaN cells light grey."""
+    vals = _columns(shown, lay.strip_w)
+    missing = ~np.isfinite(vals)
+    colors = lut[_to_index(np.clip(np.nan_to_num(vals, nan=0.0), 0.0, 1.0))]
+    colors[missing] = _MISSING
+    sep = 1 if lay.row_height >= 8 else 0  # thin white line between rows
+    for y, row in zip(lay.y_rows, colors):
+        canvas[y : y + lay.row_height - sep, lay.strip_x : lay.strip_x + lay.strip_w] = row[None, :, :]
+
+
 def profile_heatmap(
     matrix: np.ndarray,
     row_labels: Sequence[str],
@@ -121,95 +176,45 @@ def profile_heatmap(
         raise ValueError(f"{m.shape[0]} rows but {len(labels)} row labels")
     width, row_height = _check_size((width, row_height), "(width, row_height)")
     lut = colormap_lut(colormap)
-    cols = channel_order(m, order)
-    shown = m[:, cols]
+    shown = m[:, channel_order(m, order)]
     if mean_row is not None:
         shown = np.vstack([shown, _nanmean_rows(shown)[None, :]])
         labels = labels + [str(mean_row)]
-
-    fs = _FS if row_height >= 14 else max(8, row_height - 3)
-    lh = _line_height(fs)
     stats = _row_means(shown)
-    label_w = min(max(_text_size(s, fs)[0] for s in labels), max(48, width // 4)) + 8
-    stats_w = max(_text_size(s, fs)[0] for s in stats + ["mean"]) + 10
-    cb_label_w = _text_size("0.5", fs)[0] + 6
-    strip_x = _PAD + label_w
-    avail = width - strip_x - stats_w - _CB_GAP - _CB_W - cb_label_w - _PAD
-    if avail < 24:
-        raise ValueError(f"width {width} is too small for the heat map")
-    c = m.shape[1]
-    strip_w = (avail // c) * c if c <= avail else avail
-
-    top = _PAD + ((_line_height(_FS_TITLE) + 6) if title else 0) + lh + 4
-    n_data = m.shape[0]
-    y_rows = [top + i * row_height for i in range(n_data)]
-    if mean_row is not None:
-        y_rows.append(top + n_data * row_height + _MEAN_GAP)
-    body_h = y_rows[-1] + row_height - top
-    bar_h = max(body_h, 3 * lh + 6)  # a single row still gets a colorbar its 3 labels fit on
-    H = top + bar_h + 4 + lh + 6 + lh + _PAD
-
-    canvas = np.full((H, width, 3), 255, dtype=np.uint8)
-    vals = _columns(shown, strip_w)
-    missing = ~np.isfinite(vals)
-    colors = lut[_to_index(np.clip(np.nan_to_num(vals, nan=0.0), 0.0, 1.0))]
-    colors[missing] = (215, 215, 215)
-    sep = 1 if row_height >= 8 else 0  # thin white line between rows
-    for y, row in zip(y_rows, colors):
-        canvas[y : y + row_height - sep, strip_x : strip_x + strip_w] = row[None, :, :]
-
-    cb_x = strip_x + strip_w + stats_w + _CB_GAP
-    _draw_colorbar(canvas, lut, cb_x, top, bar_h)
+    lay = _heatmap_layout(labels, stats, m.shape[1], m.shape[0], width, row_height, title, mean_row is not None)
+    canvas = np.full((lay.height, width, 3), 255, dtype=np.uint8)
+    _paint_rows(canvas, shown, lay, lut)
+    _draw_colorbar(canvas, lut, lay.cb_x, lay.top, lay.bar_h)
     img = Image.fromarray(canvas)
-    _draw_text(img, labels, stats, y_rows, row_height, fs, strip_x, strip_w, stats_w, label_w, top, title, order, item)
-    _draw_ticks(img, c, strip_x, strip_w, top + body_h, fs, order, item)
-    lx = cb_x + _CB_W + 4
-    _put_text(img, (lx, top), "1", fs, _TEXT, "lt")
-    _put_text(img, (lx, top + bar_h / 2), "0.5", fs, _TEXT, "lm")
-    _put_text(img, (lx, top + bar_h), "0", fs, _TEXT, "lb")
+    _draw_text(img, lay, labels, stats, title, order, item)
+    _draw_ticks(img, lay, m.shape[1], order, item)
+    _label_colorbar(img, lay.cb_x, lay.top, lay.bar_h, lay.font_size)
     return img
 
 
-def _nanmean_rows(m: np.ndarray) -> np.ndarray:
-    """Mean over the rows per column, ignoring NaN (NaN where a column has no value)."""
-    finite = np.isfinite(m)
-    mean = np.where(finite, m, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
-    mean[~finite.any(axis=0)] = np.nan
-    return mean
-
-
-def _draw_colorbar(canvas: np.ndarray, lut: np.ndarray, x: int, top: int, h: int) -> None:
-    """The depth overview's colorbar: 1 at the top, framed."""
-    grad = lut[_to_index(np.linspace(1.0, 0.0, h, dtype=np.float32))]
-    canvas[top : top + h, x : x + _CB_W] = grad[:, None, :]
-    canvas[top - 1 : top + h + 1, [x - 1, x + _CB_W]] = _AXIS
-    canvas[[top - 1, top + h], x - 1 : x + _CB_W + 1] = _AXIS
-
-
-def _draw_text(img: Image.Image, labels: list[str], stats: list[str], y_rows: list[int], row_height: int,
-               fs: int, strip_x: int, strip_w: int, stats_w: int, label_w: int, top: int, title: str,
+def _draw_text(img: Image.Image, lay: _HeatmapLayout, labels: list[str], stats: list[str], title: str,
                order: ChannelOrder, item: str) -> None:
     """Title, column heads, row labels and row means."""
-    W = img.width
+    W, fs, top, row_height = img.width, lay.font_size, lay.top, lay.row_height
     if title:
         _put_text(img, (W / 2, _PAD), _fit_text(title, _FS_TITLE, W - 8), _FS_TITLE, _BLACK, "mt")
     head = f"{item}s sorted by mean (high → low)" if order == "mean" else f"{item}s in index order"
     lh = _line_height(fs)
-    _put_text(img, (strip_x + strip_w / 2, top - 4), _fit_text(head, fs, strip_w), fs, _MUTED, "mb")
-    stats_x = strip_x + strip_w + stats_w - 2
+    _put_text(img, (lay.strip_x + lay.strip_w / 2, top - 4), _fit_text(head, fs, lay.strip_w), fs, _MUTED, "mb")
+    stats_x = lay.strip_x + lay.strip_w + lay.stats_w - 2
     _put_text(img, (stats_x, top - 4), "mean", fs, _MUTED, "rb")
     every = max(1, math.ceil((lh + 1) / row_height))  # thin the labels of very short rows
-    for i, (name, st, y) in enumerate(zip(labels, stats, y_rows)):
+    for i, (name, st, y) in enumerate(zip(labels, stats, lay.y_rows)):
         if i % every and i != len(labels) - 1:
             continue
         cy = y + (row_height - 1) / 2
-        _put_text(img, (_PAD, cy), _fit_text(name, fs, label_w - 6), fs, _TEXT, "lm")
+        _put_text(img, (_PAD, cy), _fit_text(name, fs, lay.label_w - 6), fs, _TEXT, "lm")
         _put_text(img, (stats_x, cy), st, fs, _TEXT, "rm")
 
 
-def _draw_ticks(img: Image.Image, c: int, strip_x: int, strip_w: int, y0: int, fs: int,
-                order: ChannelOrder, item: str) -> None:
+def _draw_ticks(img: Image.Image, lay: _HeatmapLayout, c: int, order: ChannelOrder, item: str) -> None:
     """Tick marks and labels under the strip: channel index (index order) or rank (mean order)."""
+    fs, strip_x, strip_w, y0 = lay.font_size, lay.strip_x, lay.strip_w, lay.top + lay.body_h
     lab_w = _text_size(str(c), fs)[0] + 12
     step, _ = _nice_step(c, max(1, min(8, strip_w // max(lab_w, 1))))
     step = max(1, int(step))
