@@ -197,7 +197,9 @@ def _column_heights(layout: ChannelBarLayout, highlight: np.ndarray) -> tuple[np
         slot = pw / n
         bar_px = min(slot - 1.0 if slot >= 4 else slot, _MAX_BAR_PX)
         centre = (starts + 0.5) * slot
-        gap = np.abs(np.arange(pw) + 0.5 - centre) > bar_px / 2
+        # Under 4 px a slot has no gap: a centre band of 1-2 px would miss every column of
+        # some channels (a third of 512 channels at 640 px were never drawn).
+        gap = (np.abs(np.arange(pw) + 0.5 - centre) > bar_px / 2) if slot >= 4 else np.zeros(pw, dtype=bool)
     h_max = np.rint(col_max * ph).astype(np.int64)
     h_mean = np.where(col_hl, h_max, np.rint(col_mean * ph).astype(np.int64))
     h_max[gap] = 0
