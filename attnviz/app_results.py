@@ -10,55 +10,18 @@ and the follow-up asks the user to run the request again.
 """
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import dataclasses
-import functools
 import secrets
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any
 
 from .inspection import Inspection
+from .memory import trim_memory_every  # noqa: F401  (imported by app.py)
 
 #: Default bound of a server's result cache (``ATTNVIZ_RESULT_CACHE_MB``).
 DEFAULT_MAX_MB = 64
-
-
-@functools.cache
-def _malloc_trim() -> Any | None:
-    # looked up once: find_library runs ``ldconfig -p`` in a subprocess
-    name = ctypes.util.find_library("c")
-    try:
-        return ctypes.CDLL(name).malloc_trim if name else None
-    except (OSError, AttributeError):
-        return None
-
-
-def release_free_memory() -> bool:
-    """Hand the memory freed inside the process back to the OS (glibc's ``malloc_trim``).
-
-    A server's heap otherwise stays near its high-water mark: many short sessions leave it
-    fragmented across the worker threads' malloc arenas. False where there is no glibc.
-    """
-    trim = _malloc_trim()
-    if trim is None:
-        return False
-    trim(0)
-    return True
-
-
-def trim_memory_every(interval_s: float) -> threading.Thread:
-    """A daemon thread that calls :func:`release_free_memory` every ``interval_s`` seconds."""
-    def loop() -> None:
-        while release_free_memory():
-            time.sleep(interval_s)
-
-    thread = threading.Thread(target=loop, name="attnviz-malloc-trim", daemon=True)
-    thread.start()
-    return thread
 
 
 def light_inspection(result: Inspection, view_size: int) -> Inspection:
