@@ -179,32 +179,30 @@ def _jitter(rng: np.random.Generator, colour: str) -> tuple[int, int, int]:
     return tuple(int(v) for v in np.clip(rgb, 0, 255))  # type: ignore[return-value]
 
 
-def generate(index: int, *, seed: int = 0, size: int = DEFAULT_SIZE, with_target: bool = True) -> SyntheticSample:
-    """Render sample ``index`` of the stream ``seed`` at ``size`` × ``size`` pixels.
+def _place(
+    rng: np.random.Generator, placed: list[tuple[float, float, float]], size: int, r: float, tries: int
+) -> tuple[float, float] | None:
+    """A centre for an object of circumradius ``r`` whose circumcircle keeps clear of every
+    ``placed`` ``(x, y, r)``, or None after ``tries`` draws."""
+    for _ in range(tries):
+        cx, cy = rng.uniform(r + 1, size - r - 1, 2)
+        if all((cx - px) ** 2 + (cy - py) ** 2 >= (r + pr + 1.5) ** 2 for px, py, pr in placed):
+            return float(cx), float(cy)
+    return None
 
-    ``with_target=False`` renders the same scene without its target: label :data:`NO_TARGET`,
-    an empty mask and box ``(0, 0, 0, 0)``."""
-    if size < 32:
-        raise ValueError(f"size must be at least 32 pixels, got {size}")
-    rng = np.random.default_rng([int(seed), int(index)])
-    label = int(rng.integers(len(CLASSES)))
-    bg, bg_kind = _background(rng, size)
 
-    # Place the target, then distractors that do not overlap any placed object (circumcircles
-    # apart), so every object's shape stays fully visible and unambiguous.
+def _place_objects(
+    rng: np.random.Generator, label: int, size: int
+) -> tuple[SyntheticObject, list[SyntheticObject]]:
+    """The target of class ``label``, then 2-5 distractors.
+
+    No object overlaps another (circumcircles apart), so every object's shape stays fully
+    visible and unambiguous."""
     r_lo, r_hi = 0.085 * size, 0.15 * size
     placed: list[tuple[float, float, float]] = []
-
-    def place(r: float, tries: int) -> tuple[float, float] | None:
-        for _ in range(tries):
-            cx, cy = rng.uniform(r + 1, size - r - 1, 2)
-            if all((cx - px) ** 2 + (cy - py) ** 2 >= (r + pr + 1.5) ** 2 for px, py, pr in placed):
-                return float(cx), float(cy)
-        return None
-
     shape, colour = CLASS_COMBOS[label]
     r_t = float(rng.uniform(r_lo, r_hi))
-    target_xy = place(r_t, 1)
+    target_xy = _place(rng, placed, size, r_t, 1)
     assert target_xy is not None
     placed.append((*target_xy, r_t))
     target = SyntheticObject(shape, colour, target_xy, r_t, float(rng.uniform(0, 2 * math.pi)), True)
@@ -213,15 +211,15 @@ def generate(index: int, *, seed: int = 0, size: int = DEFAULT_SIZE, with_target
     distractors: list[SyntheticObject] = []
     while len(distractors) < n_distractors:
         r = float(rng.uniform(r_lo, r_hi))
-        xy = place(r, 12)
+        xy = _place(rng, placed, size, r, 12)
         if xy is None:  # crowded: try the smallest size
             r = r_lo
-            xy = place(r, 24)
+            xy = _place(rng, placed, size, r, 24)
         if xy is None:
             if len(distractors) >= 2:
                 break
             r = 0.06 * size
-            xy = place(r, 200)
+            xy = _place(rng, placed, size, r, 200)
             if xy is None:  # pragma: no cover - cannot happen at size >= 32 with 3 objects
                 raise RuntimeError("could not place distractors")
         placed.append((*xy, r))
@@ -229,8 +227,15 @@ def generate(index: int, *, seed: int = 0, size: int = DEFAULT_SIZE, with_target
         distractors.append(
             SyntheticObject(d_shape, d_colour, xy, r, float(rng.uniform(0, 2 * math.pi)), False)
         )
+    return target, distractors
 
+
+def _render(
+    rng: np.random.Generator, bg: np.ndarray, distractors: list[SyntheticObject], target: SyntheticObject | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image (uint8 ``[H, W, 3]``) and the target's mask (None without a target)."""
     # Fine monochrome grain over the background, then the objects, target last.
+    size = bg.shape[0]
     grain = rng.standard_normal((size, size, 1), dtype=np.float32)
     grain *= rng.uniform(2, 10)
     bg += grain
@@ -238,21 +243,36 @@ def generate(index: int, *, seed: int = 0, size: int = DEFAULT_SIZE, with_target
     draw = ImageDraw.Draw(image)
     for obj in distractors:
         _draw(draw, obj, _jitter(rng, obj.colour))
-    if not with_target:
-        return SyntheticSample(
-            image=np.array(image), label=NO_TARGET, mask=np.zeros((size, size), bool), box=(0, 0, 0, 0),
-            objects=tuple(distractors), background=bg_kind,
-        )
+    if target is None:
+        return np.array(image), None
     _draw(draw, target, _jitter(rng, target.colour))
     mask_img = Image.new("L", (size, size), 0)
     _draw(ImageDraw.Draw(mask_img), target, 255)
+    return np.array(image), np.asarray(mask_img) > 0
 
-    mask = np.asarray(mask_img) > 0
+
+def generate(index: int, *, seed: int = 0, size: int = DEFAULT_SIZE, with_target: bool = True) -> SyntheticSample:
+    """Render sample ``index`` of the stream ``seed`` at ``size`` × ``size`` pixels.
+
+    ``with_target=False`` renders the same scene without its target: label :data:`NO_TARGET`,
+    an empty mask and box ``(0, 0, 0, 0)``."""
+    if size < 32:
+        raise ValueError(f"size must be at least 32 pixels, got {size}")
+    # Every draw comes from this one generator, in a fixed order: the sample depends only on (seed, index).
+    rng = np.random.default_rng([int(seed), int(index)])
+    label = int(rng.integers(len(CLASSES)))
+    bg, bg_kind = _background(rng, size)
+    target, distractors = _place_objects(rng, label, size)
+    image, mask = _render(rng, bg, distractors, target if with_target else None)
+    if mask is None:
+        return SyntheticSample(
+            image=image, label=NO_TARGET, mask=np.zeros((size, size), bool), box=(0, 0, 0, 0),
+            objects=tuple(distractors), background=bg_kind,
+        )
     ys, xs = np.nonzero(mask)
     box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
     return SyntheticSample(
-        image=np.array(image), label=label, mask=mask, box=box,
-        objects=(*distractors, target), background=bg_kind,
+        image=image, label=label, mask=mask, box=box, objects=(*distractors, target), background=bg_kind,
     )
 
 

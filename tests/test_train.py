@@ -10,6 +10,8 @@ import torch
 from safetensors.torch import load_file
 
 from attnviz import synthetic, train
+from attnviz.train import loop
+from attnviz.train.cli import _parse_variants
 from attnviz.models.resnet import AttentionResNet
 from attnviz.preprocess import PreprocessConfig
 
@@ -45,10 +47,10 @@ def _load(out: Path, name: str) -> tuple[dict, AttentionResNet]:
 
 
 def test_variants_parse():
-    assert train._parse_variants(["all"]) == ["resnet", "se", "eca", "cbam", "bam"]
-    assert train._parse_variants(["se", "resnet", "se"]) == ["se", "resnet"]
+    assert _parse_variants(["all"]) == ["resnet", "se", "eca", "cbam", "bam"]
+    assert _parse_variants(["se", "resnet", "se"]) == ["se", "resnet"]
     with pytest.raises(ValueError):
-        train._parse_variants(["sk"])
+        _parse_variants(["sk"])
     assert [train.checkpoint_name(v) for v in train.VARIANTS] == SHIPPED
 
 
@@ -95,16 +97,16 @@ def test_resume_continues_at_next_epoch(tmp_path, monkeypatch, capsys):
 
     # Interrupted after the first epoch's resume state was written.
     out = tmp_path / "resumed"
-    real_save = train._Run.save_resume
+    real_save = loop._Run.save_resume
 
     def save_then_die(self, epoch):
         real_save(self, epoch)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train._Run, "save_resume", save_then_die)
+    monkeypatch.setattr(loop._Run, "save_resume", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         train.run(_tiny(out))
-    monkeypatch.setattr(train._Run, "save_resume", real_save)
+    monkeypatch.setattr(loop._Run, "save_resume", real_save)
     state = torch.load(out / "shapes_se_resnet.resume.pt", weights_only=True)
     assert state["epoch"] == 1 and {"model", "optimizer", "scheduler"} <= set(state)
     assert not (out / "shapes_se_resnet.safetensors").exists()
@@ -262,7 +264,7 @@ def test_shipped_cbam_spatial_attention_finds_the_target(fresh_heldout):
 
 
 def test_target_free_images_are_trained_towards_uniform():
-    loss = train._SoftTargetLoss(label_smoothing=0.05)
+    loss = loop._SoftTargetLoss(label_smoothing=0.05)
     logits = torch.randn(6, 8, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 3, 7, 2, 5, 1])
     ref = torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.05)

@@ -100,6 +100,46 @@ DEPTHS: dict[int, tuple[str, tuple[int, ...]]] = {
 }
 
 
+def _make_stem_pool(stem_pool: StemPool) -> nn.Module:
+    if stem_pool == "max":
+        return nn.MaxPool2d(3, stride=2, padding=1)
+    if stem_pool == "max_ceil":
+        return nn.MaxPool2d(3, stride=2, ceil_mode=True)
+    if stem_pool == "none":
+        return nn.Identity()
+    raise ValueError(f"stem_pool must be 'max', 'max_ceil' or 'none', got {stem_pool!r}")
+
+
+def _make_stage(
+    block_type: type[BasicBlock] | type[Bottleneck],
+    inplanes: int,
+    planes: int,
+    n_blocks: int,
+    stride: int,
+    attn: str | None,
+    attn_kwargs: dict[str, Any],
+    stride_in_1x1: bool,
+) -> nn.Sequential:
+    """``n_blocks`` residual blocks; the first one strides and, where the shape changes, projects."""
+    outplanes = planes * block_type.expansion
+    downsample = None
+    if stride != 1 or inplanes != outplanes:
+        downsample = nn.Sequential(
+            nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False),
+            nn.BatchNorm2d(outplanes),
+        )
+    blocks = [
+        block_type(
+            inplanes if j == 0 else outplanes, planes,
+            stride=stride if j == 0 else 1,
+            downsample=downsample if j == 0 else None,
+            attn=attn, attn_kwargs=attn_kwargs, stride_in_1x1=stride_in_1x1,
+        )
+        for j in range(n_blocks)
+    ]
+    return nn.Sequential(*blocks)
+
+
 class AttentionResNet(nn.Module):
     """A ResNet whose residual blocks (or stage boundaries, for BAM) carry attention blocks.
 
@@ -133,12 +173,8 @@ class AttentionResNet(nn.Module):
         block_name, layers = DEPTHS[depth]
         if len(stage_strides) != len(layers) or any(s not in (1, 2) for s in stage_strides):
             raise ValueError(f"stage_strides must be {len(layers)} values of 1 or 2, got {list(stage_strides)}")
-        block_type = BLOCK_TYPES[block_name]
         self.depth = depth
         self.attn_kind = attn or "none"
-        per_block_attn = None if attn == "bam" else attn
-        attn_kwargs = dict(attn_kwargs or {})
-        stage_kwargs = list(stage_attn_kwargs or [{} for _ in layers])
 
         self.conv1 = nn.Conv2d(
             in_chans, stem_width, stem_kernel_size, stride=stem_stride,
@@ -146,38 +182,11 @@ class AttentionResNet(nn.Module):
         )
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
-        if stem_pool == "max":
-            self.maxpool: nn.Module = nn.MaxPool2d(3, stride=2, padding=1)
-        elif stem_pool == "max_ceil":
-            self.maxpool = nn.MaxPool2d(3, stride=2, ceil_mode=True)
-        elif stem_pool == "none":
-            self.maxpool = nn.Identity()
-        else:
-            raise ValueError(f"stem_pool must be 'max', 'max_ceil' or 'none', got {stem_pool!r}")
-
-        inplanes = stem_width
-        for i, (planes, n_blocks, stride) in enumerate(zip(widths, layers, stage_strides)):
-            outplanes = planes * block_type.expansion
-            downsample = None
-            if stride != 1 or inplanes != outplanes:
-                downsample = nn.Sequential(
-                    nn.Conv2d(inplanes, outplanes, 1, stride=stride, bias=False),
-                    nn.BatchNorm2d(outplanes),
-                )
-            kwargs = {**attn_kwargs, **stage_kwargs[i]}
-            blocks = [
-                block_type(
-                    inplanes if j == 0 else outplanes, planes,
-                    stride=stride if j == 0 else 1,
-                    downsample=downsample if j == 0 else None,
-                    attn=per_block_attn, attn_kwargs=kwargs, stride_in_1x1=stride_in_1x1,
-                )
-                for j in range(n_blocks)
-            ]
-            self.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-            if attn == "bam" and i < len(layers) - 1:
-                self.add_module(f"bam{i + 1}", BAM(outplanes, **kwargs))
-            inplanes = outplanes
+        self.maxpool = _make_stem_pool(stem_pool)
+        inplanes = self._add_stages(
+            BLOCK_TYPES[block_name], layers, widths, stage_strides, stem_width,
+            attn, dict(attn_kwargs or {}), list(stage_attn_kwargs or [{} for _ in layers]), stride_in_1x1,
+        )
         self.stage_names = [f"layer{i + 1}" for i in range(len(layers))]
         self.num_features = inplanes
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -186,6 +195,30 @@ class AttentionResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def _add_stages(
+        self,
+        block_type: type[BasicBlock] | type[Bottleneck],
+        layers: Sequence[int],
+        widths: Sequence[int],
+        stage_strides: Sequence[int],
+        inplanes: int,
+        attn: str | None,
+        attn_kwargs: dict[str, Any],
+        stage_kwargs: list[dict[str, Any]],
+        stride_in_1x1: bool,
+    ) -> int:
+        """Register ``layer1``.. (and ``bam1``.. between stages for BAM), in forward order so the
+        state dict's keys and the random init follow it; returns the last stage's channels."""
+        per_block_attn = None if attn == "bam" else attn
+        for i, (planes, n_blocks, stride) in enumerate(zip(widths, layers, stage_strides)):
+            kwargs = {**attn_kwargs, **stage_kwargs[i]}
+            stage = _make_stage(block_type, inplanes, planes, n_blocks, stride, per_block_attn, kwargs, stride_in_1x1)
+            self.add_module(f"layer{i + 1}", stage)
+            inplanes = planes * block_type.expansion
+            if attn == "bam" and i < len(layers) - 1:
+                self.add_module(f"bam{i + 1}", BAM(inplanes, **kwargs))
+        return inplanes
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
