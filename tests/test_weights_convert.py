@@ -2,8 +2,8 @@
 
 The real weight files cannot be downloaded here, so for every ImageNet variant the *source*
 library's own architecture is built at random init (BatchNorm statistics randomised too),
-saved in that source's exact file format, and put where the download would put it: torch
-hub's ``download_url_to_file`` (the network boundary) is replaced by a copy of the prepared
+saved in that source's exact file format, and put where the download would put it:
+``fetch.download_url`` (the network boundary) is replaced by a copy of the prepared
 file, HF files sit in a fake hub cache under a temporary ``HF_HOME``. Everything after that,
 checksum verification and unzipping included, runs for real: ``resolve_file`` →
 ``read_state_dict`` → ``convert_state_dict`` → ``load_into`` into ``variant.build()``, then
@@ -25,7 +25,7 @@ from torch import nn
 
 from attnviz.capture import capture
 from attnviz.models import weights as W
-from attnviz.models.weights import hub
+from attnviz.models.weights import fetch, hub
 from attnviz.models.zoo import Variant, WeightsSource
 
 from .weights_support import PYTORCHCV, VARIANTS, FakeNet, digest, put_in_hf_cache, randomise_
@@ -244,7 +244,7 @@ def env(tmp_path_factory):
         for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
             mp.delenv(var, raising=False)
         mp.setattr(torch.hub, "_hub_dir", None)  # in case someone called torch.hub.set_dir
-        mp.setattr(torch.hub, "download_url_to_file", net.download_url_to_file)
+        mp.setattr(fetch, "download_url", net.download_url)
         yield {"root": root, "net": net, "hf_home": root / "hf", "files": root / "published"}
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attnviz.models import weights as W
-from attnviz.models.weights import hub
+from attnviz.models.weights import fetch, hub
 
 from .weights_support import (
     PYTORCHCV, REAL_DOWNLOAD, VARIANTS, FakeNet, digest, put_in_hf_cache, tiny_source, zip_of,
@@ -26,7 +26,7 @@ def tiny(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
     net = FakeNet()
-    monkeypatch.setattr(torch.hub, "download_url_to_file", net.download_url_to_file)
+    monkeypatch.setattr(fetch, "download_url", net.download_url)
     pth = tmp_path / "tiny.pth"
     torch.save({"fc.weight": torch.randn(3, 2), "fc.bias": torch.randn(3)}, pth)
     return net, pth, tmp_path / "torch" / "hub" / "checkpoints"
@@ -127,7 +127,7 @@ def test_offline_url_gives_one_clear_message(tiny):
 def test_real_urllib_failure_is_wrapped(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", REAL_DOWNLOAD)
+    monkeypatch.setattr(fetch, "download_url", REAL_DOWNLOAD)
     with socket.socket() as s:  # a local port nobody listens on: connection refused at once
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -16,7 +16,9 @@ from torch import nn
 from attnviz.models.zoo import IMAGENET_VARIANTS, WeightsSource
 
 VARIANTS = {v.name: v for v in IMAGENET_VARIANTS}
-REAL_DOWNLOAD = torch.hub.download_url_to_file
+from attnviz.models.weights import fetch
+
+REAL_DOWNLOAD = fetch.download_url
 PYTORCHCV = "https://github.com/osmr/imgclsmob/releases/download"
 
 
@@ -55,13 +57,13 @@ def digest(path: Path, algo: str) -> str:
 
 
 class FakeNet:
-    """Stands in for ``torch.hub.download_url_to_file``: serves prepared files by URL."""
+    """Stands in for ``fetch.download_url`` (the network boundary): serves prepared files by URL."""
 
     def __init__(self) -> None:
         self.files: dict[str, Path | bytes] = {}
         self.calls: list[str] = []
 
-    def download_url_to_file(self, url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> None:
+    def download_url(self, url: str, dst: Path, *, progress: bool = True, on_progress=None) -> None:
         self.calls.append(url)
         if url not in self.files:
             raise urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution"))

@@ -11,7 +11,7 @@ from torch import nn
 
 from ..preprocess import PreprocessConfig
 from . import weights as W
-from .zoo import Variant, get_variant, variants
+from .zoo import IMAGENET_VARIANTS, Variant, get_variant, variants
 
 #: ImageNet variants tried for the default, in order, when their weights are cached.
 DEFAULT_IMAGENET_ORDER = ("cbam_resnet50", "se_resnet50", "bam_resnet50", "eca_resnet50", "resnet50")
@@ -48,9 +48,13 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
 
 
 def default_variant_name() -> str:
-    """An ImageNet variant whose weights are already on this machine, else the built-in one."""
+    """An ImageNet variant whose weights are already on this machine, else the built-in one.
+
+    Asked again for every new app session, so a background preload switches it as soon as
+    weights arrive: ``DEFAULT_IMAGENET_ORDER`` first, then any other ImageNet variant.
+    """
     reg = variants()
-    for name in DEFAULT_IMAGENET_ORDER:
+    for name in dict.fromkeys((*DEFAULT_IMAGENET_ORDER, *(v.name for v in IMAGENET_VARIANTS))):
         if name in reg and W.is_available(reg[name].weights):
             return name
     if DEFAULT_BUILTIN in reg:

@@ -21,6 +21,7 @@ import torch
 
 from ..zoo import WeightsSource
 from .errors import WeightsError, WeightsUnavailableError
+from . import fetch
 from .files import _single_weights_member
 
 
@@ -128,7 +129,9 @@ def _unavailable(
     ]
     if source.manual:
         lines.append(f"  by hand: {source.manual}")
-    return WeightsUnavailableError("\n".join(lines))
+    err = WeightsUnavailableError("\n".join(lines))
+    err.reason = reason  # type: ignore[attr-defined]  # the short why, for one-line status displays
+    return err
 
 
 def _network_reason(e: BaseException) -> str:
@@ -138,6 +141,10 @@ def _network_reason(e: BaseException) -> str:
         return f"the server answered HTTP {e.code} {e.reason}"
     if isinstance(e, urllib.error.URLError):
         return f"no connection ({e.reason})"
+    if type(e).__name__ == "LocalEntryNotFoundError" and e.__cause__ is not None:
+        # The Hugging Face client's "check your connection" hides what happened: an HTTP
+        # status after its retries, a refused connection; say that instead.
+        return _network_reason(e.__cause__)
     text = str(e).strip().splitlines()[0].rstrip(".") if str(e).strip() else ""
     return f"{type(e).__name__}{': ' + text if text else ''}"
 
@@ -223,53 +230,71 @@ def _looks_like_html(path: Path) -> bool:
     return head.startswith((b"<!doctype html", b"<html", b"<head", b"<?xml"))
 
 
-def _resolve_url(source: WeightsSource, *, download: bool, progress: bool) -> Path:
+def _fail_url(source: WeightsSource, reason: str, target: Path) -> WeightsUnavailableError:
+    return _unavailable(source, reason, tried=_fetch_url(source.url or ""), looked_in=target.parent,
+                        env="TORCH_HOME", file=target.name)
+
+
+def _resolve_url(source: WeightsSource, *, download: bool, progress: bool,
+                 on_progress: fetch.Progress | None = None) -> Path:
     assert source.url is not None
     cache = torch_cache_dir()
     target = cached_path(source)
     assert target is not None
-    url = _fetch_url(source.url)
     with _lock_for(target):
         if target.is_file():
-            stamp = (target.stat().st_size, target.stat().st_mtime_ns)
-            if _verified.get(str(target)) != stamp:
-                _verify(source, target, _checks(source, file_is_download=False), str(cache))
-                _verified[str(target)] = stamp
+            _verify_cached(source, target, cache)
             return target
         if not download:
-            raise _unavailable(source, "it is not in the cache and downloading is turned off",
-                               tried=url, looked_in=cache, env="TORCH_HOME", file=target.name)
+            raise _fail_url(source, "it is not in the cache and downloading is turned off", target)
         try:
             cache.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise _unavailable(source, f"cannot create the cache folder ({e})", tried=url,
-                               looked_in=cache, env="TORCH_HOME", file=target.name) from None
-        part = cache / f"{_download_name(source.url)}.{os.getpid()}.{threading.get_ident()}.part"
-        try:
-            try:
-                torch.hub.download_url_to_file(url, str(part), progress=progress)
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as e:  # urllib / http.client / ssl / socket errors: one clear message
-                raise _unavailable(source, _network_reason(e), tried=url, looked_in=cache,
-                                   env="TORCH_HOME", file=target.name) from None
-            if not part.is_file() or part.stat().st_size == 0:
-                raise _unavailable(source, "the download came back empty", tried=url, looked_in=cache,
-                                   env="TORCH_HOME", file=target.name)
-            if _looks_like_html(part):
-                raise _unavailable(
-                    source, "the server sent a web page instead of the weights file (a quota, sign-in "
-                    "or confirmation page)", tried=url, looked_in=cache, env="TORCH_HOME", file=target.name,
-                )
-            _verify(source, part, _checks(source, file_is_download=True), str(cache))
-            if _is_zip_source(source):
-                _extract_single(source, part, target, cache)
+            raise _fail_url(source, f"cannot create the cache folder ({e})", target) from None
+        # One stable name per file, so that an interrupted download continues next time.
+        part = cache / f"{_download_name(source.url)}.part"
+        with fetch.exclusive(part):
+            if target.is_file():  # another process finished it while we waited
+                part.unlink(missing_ok=True)
             else:
-                os.replace(part, target)
-        finally:
-            part.unlink(missing_ok=True)
+                _download_into(source, part, target, cache, progress, on_progress)
         _verified[str(target)] = (target.stat().st_size, target.stat().st_mtime_ns)
         return target
+
+
+def _verify_cached(source: WeightsSource, target: Path, cache: Path) -> None:
+    stamp = (target.stat().st_size, target.stat().st_mtime_ns)
+    if _verified.get(str(target)) != stamp:
+        _verify(source, target, _checks(source, file_is_download=False), str(cache))
+        _verified[str(target)] = stamp
+
+
+def _download_into(source: WeightsSource, part: Path, target: Path, cache: Path, progress: bool,
+                   on_progress: fetch.Progress | None) -> None:
+    """Fetch into ``part`` (kept after a network failure, for resuming), verify, move to ``target``."""
+    assert source.url is not None
+    keep = False
+    try:
+        try:
+            fetch.download_url(_fetch_url(source.url), part, progress=progress, on_progress=on_progress)
+        except BaseException as e:  # urllib / http.client / ssl / socket errors: one clear message
+            keep = part.is_file() and part.stat().st_size > 0  # the next try continues from here
+            if not isinstance(e, Exception):  # KeyboardInterrupt, SystemExit
+                raise
+            raise _fail_url(source, _network_reason(e), target) from None
+        if not part.is_file() or part.stat().st_size == 0:
+            raise _fail_url(source, "the download came back empty", target)
+        if _looks_like_html(part):
+            raise _fail_url(source, "the server sent a web page instead of the weights file (a quota, "
+                            "sign-in or confirmation page)", target)
+        _verify(source, part, _checks(source, file_is_download=True), str(cache))
+        if _is_zip_source(source):
+            _extract_single(source, part, target, cache)
+        else:
+            os.replace(part, target)
+    finally:
+        if not keep:
+            part.unlink(missing_ok=True)
 
 
 def _extract_single(source: WeightsSource, archive: Path, target: Path, cache: Path) -> None:
@@ -292,18 +317,71 @@ def _extract_single(source: WeightsSource, archive: Path, target: Path, cache: P
         tmp.unlink(missing_ok=True)
 
 
-def _quiet_tqdm() -> type:
+def _tqdm_class(progress: bool, on_progress: fetch.Progress | None) -> type:
+    """A tqdm for the Hugging Face client: silent unless ``progress``, reporting to ``on_progress``."""
     from tqdm.auto import tqdm
 
-    class QuietTqdm(tqdm):  # type: ignore[misc, valid-type]
+    class ReportingTqdm(tqdm):  # type: ignore[misc, valid-type]
         def __init__(self, *args, **kwargs):
-            kwargs["disable"] = True
+            kwargs["disable"] = kwargs.get("disable", False) or not progress
             super().__init__(*args, **kwargs)
+            self._done, self._total = int(kwargs.get("initial") or 0), kwargs.get("total")
 
-    return QuietTqdm
+        def update(self, n=1):
+            self._done += int(n or 0)
+            if on_progress is not None:
+                on_progress(self._done, self._total)
+            return super().update(n)
+
+    return ReportingTqdm
 
 
-def _resolve_hf(source: WeightsSource, *, download: bool, progress: bool) -> Path:
+def _hf_download(source: WeightsSource, filename: str, cache: Path, tried: str, progress: bool,
+                 on_progress: fetch.Progress | None) -> str:
+    if _hf_offline():
+        raise _unavailable(source, "it is not in the cache and HF_HUB_OFFLINE is set",
+                           tried=tried, looked_in=cache, env="HF_HOME")
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    # Read at call time (the client reads it once, at import), like the cache folder above.
+    endpoint = os.environ.get("HF_ENDPOINT") or constants.ENDPOINT
+    unreachable = _unresolvable_host(endpoint)
+    if unreachable:
+        raise _unavailable(source, unreachable, tried=tried, looked_in=cache, env="HF_HOME")
+    kwargs = {} if progress and on_progress is None else {"tqdm_class": _tqdm_class(progress, on_progress)}
+    try:
+        # The client downloads to a temporary name and renames it into the cache when complete.
+        return huggingface_hub.hf_hub_download(source.hf_repo, filename, cache_dir=cache,
+                                               endpoint=endpoint.rstrip("/"), **kwargs)
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except Exception as e:  # offline, HTTP, repository/file not found: one clear message
+        raise _unavailable(source, _network_reason(e), tried=tried, looked_in=cache, env="HF_HOME") from None
+
+
+def _verify_hf_blob(source: WeightsSource, path: Path, cache: Path) -> None:
+    """Check the blob behind a hub cache entry against the SHA-256 the hub publishes for it.
+
+    The hub cache names a large file's blob after its LFS SHA-256 (the server's ETag), which the
+    client itself does not check; a mismatching blob and its snapshot link are deleted.
+    """
+    blob = path.resolve()
+    expected = source.sha256.lower() if source.sha256 else blob.name
+    if not re.fullmatch(r"[0-9a-f]{64}", expected):
+        return  # a small, non-LFS file: the hub publishes a git hash of it, not a SHA-256
+    stamp = (blob.stat().st_size, blob.stat().st_mtime_ns)
+    if _verified.get(str(blob)) != stamp:
+        try:
+            _verify(source, blob, [("sha256", expected, "full")], str(cache))
+        except WeightsError:
+            path.unlink(missing_ok=True)
+            raise
+        _verified[str(blob)] = stamp
+
+
+def _resolve_hf(source: WeightsSource, *, download: bool, progress: bool,
+                on_progress: fetch.Progress | None = None) -> Path:
     assert source.hf_repo is not None
     filename = source.hf_filename or "model.safetensors"
     cache = hf_cache_dir()
@@ -314,42 +392,23 @@ def _resolve_hf(source: WeightsSource, *, download: bool, progress: bool) -> Pat
         if not download:
             raise _unavailable(source, "it is not in the cache and downloading is turned off",
                                tried=tried, looked_in=cache, env="HF_HOME")
-        if _hf_offline():
-            raise _unavailable(source, "it is not in the cache and HF_HUB_OFFLINE is set",
-                               tried=tried, looked_in=cache, env="HF_HOME")
-        import huggingface_hub
-        from huggingface_hub import constants
-
-        unreachable = _unresolvable_host(os.environ.get("HF_ENDPOINT") or constants.ENDPOINT)
-        if unreachable:
-            raise _unavailable(source, unreachable, tried=tried, looked_in=cache, env="HF_HOME")
-        kwargs = {} if progress else {"tqdm_class": _quiet_tqdm()}
-        try:
-            found = huggingface_hub.hf_hub_download(source.hf_repo, filename, cache_dir=cache, **kwargs)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as e:  # offline, HTTP, repository/file not found: one clear message
-            raise _unavailable(source, _network_reason(e), tried=tried, looked_in=cache,
-                               env="HF_HOME") from None
+        found = _hf_download(source, filename, cache, tried, progress, on_progress)
     path = Path(found)
-    if source.sha256:
-        # The hub cache stores blobs under their own name; the snapshot entry is a link to one.
-        blob = path.resolve()
-        stamp = (blob.stat().st_size, blob.stat().st_mtime_ns)
-        if _verified.get(str(blob)) != stamp:
-            _verify(source, blob, [("sha256", source.sha256.lower(), "full")], str(cache))
-            _verified[str(blob)] = stamp
+    _verify_hf_blob(source, path, cache)
     return path
 
 
-def resolve_file(source: WeightsSource, *, download: bool = True, progress: bool = True) -> Path:
+def resolve_file(source: WeightsSource, *, download: bool = True, progress: bool = True,
+                 on_progress: fetch.Progress | None = None) -> Path:
     """Local path of the weights file, downloading it into the cache when needed.
 
-    Built-in files are returned as they are. URL sources are downloaded with torch hub's
-    downloader into :func:`torch_cache_dir` (pytorchcv's ``.pth.zip`` is unpacked, keeping the
-    ``.pth``); Hugging Face sources with ``hf_hub_download``. SHA-256 (full, or the prefix in a
-    ``download.pytorch.org`` file name) and pytorchcv's SHA-1 are verified; a mismatching file
-    is deleted and :class:`WeightsError` raised. When the file is not cached and cannot be
+    Built-in files are returned as they are. URL sources are downloaded into
+    :func:`torch_cache_dir` through a ``.part`` file that a later try continues (pytorchcv's
+    ``.pth.zip`` is unpacked, keeping the ``.pth``); Hugging Face sources with
+    ``hf_hub_download``. ``on_progress(bytes, total_or_None)`` is called as bytes arrive.
+    SHA-256 (full, the prefix in a ``download.pytorch.org`` file name, or the hub's LFS
+    SHA-256) and pytorchcv's SHA-1 are verified; a mismatching file is deleted and
+    :class:`WeightsError` raised: the cache never holds a partial or unverified file. When the file is not cached and cannot be
     downloaded, :class:`WeightsUnavailableError` says what was tried, where it looked and
     how to get the file.
     """
@@ -358,9 +417,9 @@ def resolve_file(source: WeightsSource, *, download: bool = True, progress: bool
             raise WeightsUnavailableError(f"built-in checkpoint {source.path} is missing")
         return source.path
     if source.url:
-        return _resolve_url(source, download=download, progress=progress)
+        return _resolve_url(source, download=download, progress=progress, on_progress=on_progress)
     if source.hf_repo:
-        return _resolve_hf(source, download=download, progress=progress)
+        return _resolve_hf(source, download=download, progress=progress, on_progress=on_progress)
     name = _variant_name(source)
     raise WeightsUnavailableError(
         f"The weights of {name or source.description!r} ({source.description}) cannot be downloaded "
