@@ -39,10 +39,16 @@ class _StopForward(Exception):
 
 def attention_module(model: nn.Module, block: str) -> nn.Module:
     """The attention module of ``block`` (``layer4.0`` -> ``layer4.0.attn``, ``bam2`` itself)."""
-    names = [s.name for s in find_gates(model)]
-    if block not in names:
-        raise KeyError(f"no attention block named {block!r}; blocks: {names}")
-    gate_ids = {id(g) for s in find_gates(model) if s.name == block for g in s.gates.values()}
+    sites = {s.name: s for s in find_gates(model)}
+    if block not in sites:
+        raise KeyError(f"no attention block named {block!r}; blocks: {list(sites)}")
+    site = sites[block]
+    if "branches" in site.gates:  # SelectiveKernel / SplitAttn: a convolution over kernel branches
+        raise ValueError(f"{block} ({site.kind}) selects between kernel branches: there is no one feature "
+                         f"before its attention to compare channel by channel; see its branch weights")
+    if site.module is not None:
+        return site.module
+    gate_ids = {id(g) for g in site.gates.values()}
     # the residual block "layer4.0" also holds the gates: the attention module is the deepest match
     found = [module for name, module in model.named_modules()
              if _block_name(name) == block and any(id(m) in gate_ids for m in module.modules())]
