@@ -8,6 +8,7 @@ so several threads can inspect one shared model object at once.
 """
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from .blocks import AttentionBlock
-from .gate_sites import timm_family
+from .gate_sites import family_of_class, timm_family
 
 # Attribute names under which residual blocks hold their attention module; the reported
 # block name is the residual block's ("layer3.4", not "layer3.4.attn"). timm's SelectiveKernel
@@ -108,6 +109,13 @@ def _block_name(module_name: str) -> str:
     return head if head and tail in _ATTN_ATTRS else module_name
 
 
+@functools.lru_cache(maxsize=4096)
+def _attention_class(cls: type) -> bool:
+    """Whether modules of this class are attention blocks: one check per class, not per module,
+    since find_gates runs on every capture (a timm model has hundreds of modules)."""
+    return issubclass(cls, AttentionBlock) or family_of_class(cls) is not None
+
+
 def _site_of(name: str, module: nn.Module) -> GateSite | None:
     """The site of an attnviz attention block or of a timm attention module (see gate_sites)."""
     if isinstance(module, AttentionBlock):
@@ -136,6 +144,8 @@ def find_gates(model: nn.Module) -> list[GateSite]:
     sites: list[GateSite] = []
     taken: set[str] = set()
     for name, module in model.named_modules():
+        if not _attention_class(type(module)):
+            continue
         site = _site_of(name, module)
         if site is None:
             continue

@@ -17,6 +17,7 @@ dividing an output by an input.
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -148,7 +149,13 @@ FAMILIES: dict[str, Family] = {
 
 def timm_family(module: nn.Module) -> Family | None:
     """The family of ``module`` when it is (a subclass of) one of timm's attention modules."""
-    for cls in type(module).__mro__:
+    return family_of_class(type(module))
+
+
+@functools.lru_cache(maxsize=4096)
+def family_of_class(module_class: type) -> Family | None:
+    """The family of a module class (one MRO walk per class: find_gates runs on every capture)."""
+    for cls in module_class.__mro__:
         if cls.__name__ in FAMILIES and cls.__module__.startswith("timm."):
             return FAMILIES[cls.__name__]
     return None
