@@ -379,3 +379,33 @@ def test_drilldown_refuses_branch_blocks_and_works_on_se():
     block = result.blocks[-1]
     cm = result.channel_map(block.name, 5)
     assert cm.gate == block.channel[5] and cm.before.shape == cm.after.shape
+
+
+def test_analysis_leaves_branch_only_blocks_out(tmp_path):
+    """attnviz.analyze has no per-class statistics of branch weights yet: SK blocks are left
+    out (as the Ray engine does), GC blocks are analysed."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for label in ("a", "b"):
+        (tmp_path / label).mkdir()
+        for i in range(2):
+            Image.fromarray((rng.random((70, 80, 3)) * 255).astype(np.uint8)).save(tmp_path / label / f"{i}.png")
+    for name, blocks in (("skresnet18", 0), ("resnet10t+gc", 4)):
+        kwargs = dict(MODELS[name])
+        model = timm.create_model(kwargs.pop("model_name", name), pretrained=False, num_classes=2, **kwargs).eval()
+        analysis = attnviz.analyze(tmp_path, attnviz.wrap_model(model, classes=["a", "b"]), batch_size=4,
+                                   num_workers=0)
+        assert analysis.n_images == 4 and len(analysis.blocks) == blocks
+
+
+def test_models_doc_table_is_measured():
+    """docs/MODELS.md's table is what docs/model_families.py measures today."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("model_families", root / "docs" / "model_families.py")
+    families = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(families)
+    assert families.table() in (root / "docs" / "MODELS.md").read_text()
