@@ -42,7 +42,6 @@ class Family:
     """One timm attention module class: the kind attnviz reports and how to tap its gates."""
 
     kind: str
-    label: str  # what the docs call the family
     taps: Callable[[nn.Module], dict[str, Tap]]
     #: False: a joint gate multiplies as ``x * g`` (attnviz's BAM uses ``x * (1 + g)``)
     joint_residual: bool = True
@@ -130,20 +129,18 @@ def _split_attn(module: nn.Module) -> dict[str, Tap]:
 #: subclass of a timm module is found too. ``timm.models.senet.SEModule`` shares its name with
 #: ``timm.layers.SEModule``; :func:`_se` tells them apart by their attributes.
 FAMILIES: dict[str, Family] = {
-    "SEModule": Family("se", "Squeeze-and-Excitation", _se),
-    "SqueezeExcite": Family("se", "Squeeze-and-Excitation (EfficientNet blocks)",
-                            lambda m: _taps(channel=_gate_tap(m, "conv_expand"))),
-    "SqueezeExciteCl": Family("se", "Squeeze-and-Excitation (channels last)",
-                              lambda m: _taps(channel=_gate_tap(m, "fc2"))),
-    "EffectiveSEModule": Family("ese", "Effective Squeeze-Excitation", lambda m: _taps(channel=_gate_tap(m, "fc"))),
-    "EcaModule": Family("eca", "Efficient Channel Attention", _eca),
-    "CecaModule": Family("ceca", "Circular ECA", lambda m: _taps(channel=_gate_tap(m, "conv"))),
-    "CbamModule": Family("cbam", "CBAM", _cbam),
-    "LightCbamModule": Family("lcbam", "Light CBAM", _light_cbam),
-    "GatherExcite": Family("ge", "Gather-Excite", _gather_excite, joint_residual=False),
-    "GlobalContext": Family("gc", "Global Context", _global_context),
-    "SelectiveKernel": Family("sk", "Selective Kernel", _selective_kernel),
-    "SplitAttn": Family("splat", "Split Attention (ResNeSt)", _split_attn),
+    "SEModule": Family("se", _se),
+    "SqueezeExcite": Family("se", lambda m: _taps(channel=_gate_tap(m, "conv_expand"))),
+    "SqueezeExciteCl": Family("se", lambda m: _taps(channel=_gate_tap(m, "fc2"))),
+    "EffectiveSEModule": Family("ese", lambda m: _taps(channel=_gate_tap(m, "fc"))),
+    "EcaModule": Family("eca", _eca),
+    "CecaModule": Family("ceca", lambda m: _taps(channel=_gate_tap(m, "conv"))),
+    "CbamModule": Family("cbam", _cbam),
+    "LightCbamModule": Family("lcbam", _light_cbam),
+    "GatherExcite": Family("ge", _gather_excite, joint_residual=False),
+    "GlobalContext": Family("gc", _global_context),
+    "SelectiveKernel": Family("sk", _selective_kernel),
+    "SplitAttn": Family("splat", _split_attn),
 }
 
 
