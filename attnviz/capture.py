@@ -8,31 +8,50 @@ so several threads can inspect one shared model object at once.
 """
 from __future__ import annotations
 
+import functools
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from .blocks import AttentionBlock
+from .gate_sites import family_of_class, timm_family
 
 # Attribute names under which residual blocks hold their attention module; the reported
-# block name is the residual block's ("layer3.4", not "layer3.4.attn").
-_ATTN_ATTRS = ("attn", "se", "eca", "cbam", "attention")
-_STAGE_RE = re.compile(r"(?:^|\.)(?:layer|bam|stage|stages\.)(\d+)")
+# block name is the residual block's ("layer3.4", not "layer3.4.attn"). timm's SelectiveKernel
+# and SplitAttn replace a block's convolution: they keep their own name ("layer1.0.conv1").
+_ATTN_ATTRS = ("attn", "se", "eca", "cbam", "attention", "attn_last", "se_module")
+# attnviz/torchvision "layer1", BAM "bam1", timm "stages.0", EfficientNet "blocks.1", RegNet "s1"
+_STAGE_RE = re.compile(r"(?:^|\.)(?:layer|bam|stage|stages\.|blocks\.|s)(\d+)(?:\.|$)")
 
 
 @dataclass(frozen=True)
 class GateSite:
-    """One attention block found in a model: its name, kind, stage and gate modules."""
+    """One attention block found in a model: its name, kind, stage and gate modules.
+
+    ``gates`` maps a role ("channel" / "spatial" / "joint" / "branches") to the module whose
+    forward output capture hooks; where that output is not the gate itself, ``readers[role]``
+    is the function the block applies to it (e.g. GlobalContext's softmax over positions).
+    """
 
     name: str
     kind: str
     stage: int | None
-    gates: dict[str, nn.Module]  # role ("channel" / "spatial" / "joint") -> gate module
+    gates: dict[str, nn.Module]
+    readers: dict[str, Callable[[torch.Tensor], torch.Tensor]] = field(default_factory=dict)
+    #: True: a joint gate is applied as ``x * (1 + g)`` (BAM); False: as ``x * g`` (Gather-Excite)
+    joint_residual: bool = True
+    #: the attention module itself (its input is the feature before the gates), when known
+    module: nn.Module | None = field(default=None, compare=False)
+
+    def replaceable(self, role: str) -> bool:
+        """Whether an intervention can replace this gate by replacing its module's output: not
+        for gates read through a function, nor for selection weights over branches."""
+        return role in self.gates and role not in self.readers and role != "branches"
 
 
 @dataclass
@@ -40,8 +59,12 @@ class BlockCapture:
     """What one block's gates produced during the captured forward pass (on CPU).
 
     ``channel`` is ``[B, C]`` (one weight per channel) and ``spatial`` ``[B, H, W]`` where the
-    block has such a gate, else ``None``. For BAM's joint ``[B, C, H, W]`` gate, ``channel`` is
-    its mean over pixels and ``spatial`` its mean over channels.
+    block has such a gate, else ``None``. For a joint ``[B, C, H, W]`` gate (BAM, Gather-Excite
+    with an extent), ``channel`` is its mean over pixels and ``spatial`` its mean over channels.
+    ``branches`` is ``[B, K, C]`` for selection attention (SelectiveKernel, SplitAttn): the
+    softmax weight of branch ``k`` for each channel, summing to 1 over the branches. Such blocks
+    have no ``channel``: a share between branches does not amplify or suppress a channel, and
+    reading branch 0's share as a channel gate would rank channels by an arbitrary branch.
     """
 
     name: str
@@ -49,6 +72,7 @@ class BlockCapture:
     stage: int | None
     channel: torch.Tensor | None = None
     spatial: torch.Tensor | None = None
+    branches: torch.Tensor | None = None
 
 
 @dataclass
@@ -85,35 +109,50 @@ def _block_name(module_name: str) -> str:
     return head if head and tail in _ATTN_ATTRS else module_name
 
 
-def _timm_gates(module: nn.Module) -> tuple[str, dict[str, nn.Module]] | None:
-    """Gates of timm's own attention modules, so timm models can be inspected as they are."""
-    cls = type(module).__name__
-    if not type(module).__module__.startswith("timm."):
+@functools.lru_cache(maxsize=4096)
+def _attention_class(cls: type) -> bool:
+    """Whether modules of this class are attention blocks: one check per class, not per module,
+    since find_gates runs on every capture (a timm model has hundreds of modules)."""
+    return issubclass(cls, AttentionBlock) or family_of_class(cls) is not None
+
+
+def _site_of(name: str, module: nn.Module) -> GateSite | None:
+    """The site of an attnviz attention block or of a timm attention module (see gate_sites)."""
+    if isinstance(module, AttentionBlock):
+        block = _block_name(name)
+        return GateSite(block, module.kind, _stage_of(block), module.gate_modules(), module=module)
+    family = timm_family(module)
+    if family is None:
         return None
-    if cls in ("SEModule", "EffectiveSEModule", "EcaModule", "CecaModule") and hasattr(module, "gate"):
-        return ("eca" if "eca" in cls.lower() else "se"), {"channel": module.gate}
-    if cls in ("CbamModule", "LightCbamModule"):
-        return "cbam", {"channel": module.channel.gate, "spatial": module.spatial.gate}
-    return None
+    taps = family.taps(module)
+    if not taps:
+        return None
+    block = _block_name(name)
+    return GateSite(block, family.kind, _stage_of(block), {role: t.module for role, t in taps.items()},
+                    readers={role: t.read for role, t in taps.items() if t.read is not None},
+                    joint_residual=family.joint_residual, module=module)
 
 
 def find_gates(model: nn.Module) -> list[GateSite]:
     """Every attention block of ``model`` in forward order of definition.
 
-    Finds attnviz's :class:`~attnviz.blocks.AttentionBlock` subclasses and timm's SE / ECA /
-    CBAM modules. For other architectures, pass ``gates`` to :func:`capture`.
+    Finds attnviz's :class:`~attnviz.blocks.AttentionBlock` subclasses and timm's attention
+    modules (SE in its variants, ECA, CBAM, Gather-Excite, GlobalContext, SelectiveKernel,
+    SplitAttn: :data:`attnviz.gate_sites.FAMILIES`). For other architectures, pass ``gates``
+    to :func:`capture`.
     """
-    sites = []
+    sites: list[GateSite] = []
+    taken: set[str] = set()
     for name, module in model.named_modules():
-        if isinstance(module, AttentionBlock):
-            kind, gates = module.kind, module.gate_modules()
-        else:
-            found = _timm_gates(module)
-            if found is None:
-                continue
-            kind, gates = found
-        block = _block_name(name)
-        sites.append(GateSite(block, kind, _stage_of(block), gates))
+        if not _attention_class(type(module)):
+            continue
+        site = _site_of(name, module)
+        if site is None:
+            continue
+        if site.name in taken:  # two attention modules in one residual block: keep both apart
+            site = replace(site, name=name, stage=_stage_of(name))
+        taken.add(site.name)
+        sites.append(site)
     return sites
 
 
@@ -158,17 +197,19 @@ def capture(
     owner = threading.get_ident()
     handles = []
 
-    def make_hook(block: str, role: str):
+    def make_hook(block: str, role: str, read: Callable[[torch.Tensor], torch.Tensor] | None):
         def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             if threading.get_ident() != owner:
                 return  # another thread's forward on the shared model
-            out = output.detach()
+            out = output.detach() if read is None else read(output.detach())
             b = out.shape[0]
             if role == "channel":
                 # clone: the block's in-place ops could otherwise change what we keep.
                 cap._pending.append((block, "channel", out.reshape(b, -1).clone()))
             elif role == "spatial":
                 cap._pending.append((block, "spatial", out.reshape(b, *out.shape[-2:]).clone()))
+            elif role == "branches":  # [B, K, C]
+                cap._pending.append((block, "branches", out.reshape(b, out.shape[1], -1).clone()))
             else:  # joint [B, C, H, W]: reductions allocate new tensors already
                 cap._pending.append((block, "channel", out.mean((2, 3))))
                 cap._pending.append((block, "spatial", out.mean(1)))
@@ -178,7 +219,8 @@ def capture(
     try:
         for site in sites:
             for role, gate in site.gates.items():
-                handles.append(gate.register_forward_hook(make_hook(site.name, role)))
+                hook = make_hook(site.name, role, site.readers.get(role))
+                handles.append(gate.register_forward_hook(hook))
         yield cap
     finally:
         for h in handles:
@@ -203,21 +245,27 @@ def _collect(cap: AttentionCapture) -> None:
     blocks: dict[str, BlockCapture] = {}
     for site in cap.sites:
         bc = BlockCapture(site.name, site.kind, site.stage)
-        for role in ("channel", "spatial"):
+        for role in ("channel", "spatial", "branches"):
             chunks = merged.get((site.name, role))
             if chunks:
                 setattr(bc, role, chunks[0] if len(chunks) == 1 else torch.cat(chunks))
-        if bc.channel is not None or bc.spatial is not None:
+        if bc.channel is not None or bc.spatial is not None or bc.branches is not None:
             blocks[site.name] = bc
     cap.blocks = blocks
 
 
 def attention_module(model: nn.Module, block: str) -> nn.Module:
     """The attention module of ``block`` (``layer4.0`` -> ``layer4.0.attn``, ``bam2`` itself)."""
-    sites = find_gates(model)
-    if block not in {s.name for s in sites}:
-        raise KeyError(f"no attention block named {block!r}; blocks: {[s.name for s in sites]}")
-    gate_ids = {id(g) for s in sites if s.name == block for g in s.gates.values()}
+    sites = {s.name: s for s in find_gates(model)}
+    if block not in sites:
+        raise KeyError(f"no attention block named {block!r}; blocks: {list(sites)}")
+    site = sites[block]
+    if "branches" in site.gates:  # SelectiveKernel / SplitAttn: a convolution over kernel branches
+        raise ValueError(f"{block} ({site.kind}) selects between kernel branches: there is no one feature "
+                         f"before its attention to compare channel by channel; see its branch weights")
+    if site.module is not None:
+        return site.module
+    gate_ids = {id(g) for g in site.gates.values()}
     # the residual block "layer4.0" also holds the gates: the attention module is the deepest match
     found = [module for name, module in model.named_modules()
              if _block_name(name) == block and any(id(m) in gate_ids for m in module.modules())]

@@ -22,7 +22,8 @@ from .inspection import Inspection
 
 NPZ_KEYS_DOC = (
     "logits [K], probs [K], channel/<block> [C] channel-gate weights, "
-    "spatial/<block> [H, W] spatial-gate map, gradcam [h, w] in [0, 1]"
+    "spatial/<block> [H, W] spatial-gate map, branches/<block> [K, C] selection weights over K kernel "
+    "branches (SelectiveKernel, SplitAttn), gradcam [h, w] in [0, 1]"
 )
 
 

@@ -23,11 +23,29 @@ from torch import nn
 from .capture import readout_dtype
 
 
+def timm_last_stage(model: nn.Module) -> str | None:
+    """The module timm's own ``feature_info`` names for a timm model's last feature level
+    (``layer4``, ``blocks.6``, ``s4``, ``final_conv``...), or None for other models."""
+    if not type(model).__module__.startswith("timm."):
+        return None
+    info = getattr(model, "feature_info", None)
+    try:
+        name = info[-1]["module"] if isinstance(info, list) else info.module_name()[-1]
+        model.get_submodule(name)
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return None
+    return name
+
+
 def default_target_layer(model: nn.Module) -> str:
-    """Name of the last residual stage (attnviz/torchvision ``layer4``, timm ``stages.3``)."""
+    """Name of the last stage: attnviz's own ``stage_names``, timm's ``feature_info`` (any timm
+    CNN), else a guess (torchvision ``layer4``, ``stages.N``, ``features.N``)."""
     names = getattr(model, "stage_names", None)
     if names:
         return names[-1]
+    from_timm = timm_last_stage(model)
+    if from_timm is not None:
+        return from_timm
     children = dict(model.named_children())
     for candidate in ("layer4", "stages", "features"):
         if candidate in children:

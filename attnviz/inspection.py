@@ -65,16 +65,30 @@ class SpatialStats:
     peak: tuple[float, float]
 
 
+@dataclass(frozen=True)
+class BranchStats:
+    """Statistics of selection weights over K branches: ``mean`` weight of each branch over the
+    channels, and ``share`` of each branch: the fraction of channels whose largest weight it has
+    (ties: lower branch first)."""
+
+    mean: tuple[float, ...]
+    share: tuple[float, ...]
+
+
 @dataclass
 class BlockResult:
-    """One attention block's gates for one image: ``channel`` [C], ``spatial`` [H, W]; their
-    statistics are computed on first access (many callers only need the arrays)."""
+    """One attention block's gates for one image: ``channel`` [C], ``spatial`` [H, W] and, for
+    selection attention (SelectiveKernel, SplitAttn), ``branches`` [K, C], softmax weights over K
+    kernel branches per channel (such blocks have no ``channel``: see
+    :class:`attnviz.capture.BlockCapture`). Statistics are computed on first access (many
+    callers only need the arrays)."""
 
     name: str
     kind: str
     stage: int | None
     channel: np.ndarray | None
     spatial: np.ndarray | None
+    branches: np.ndarray | None = None
 
     @cached_property
     def channel_stats(self) -> ChannelStats | None:
@@ -83,6 +97,10 @@ class BlockResult:
     @cached_property
     def spatial_stats(self) -> SpatialStats | None:
         return None if self.spatial is None else spatial_stats(self.spatial)
+
+    @cached_property
+    def branch_stats(self) -> BranchStats | None:
+        return None if self.branches is None else branch_stats(self.branches)
 
 
 @dataclass
@@ -132,6 +150,10 @@ class Inspection:
     def spatial_blocks(self) -> list[BlockResult]:
         return [b for b in self.blocks if b.spatial is not None]
 
+    @property
+    def branch_blocks(self) -> list[BlockResult]:
+        return [b for b in self.blocks if b.branches is not None]
+
     def channel_map(self, block: str, channel: int):
         """One channel's feature map in ``block``, before and after its gate (a
         :class:`attnviz.drilldown.ChannelMap`); re-runs the plain model (no interventions) up to
@@ -165,6 +187,9 @@ class Inspection:
                         "top_channels": [{"channel": i, "weight": w} for i, w in b.channel_stats.top_channels],
                     },
                     "spatial_stats": None if b.spatial_stats is None else b.spatial_stats.__dict__,
+                    "branches_shape": None if b.branches is None else list(b.branches.shape),
+                    "branch_stats": None if b.branch_stats is None else {
+                        k: list(v) for k, v in b.branch_stats.__dict__.items()},
                 }
                 for b in self.blocks
             ],
@@ -174,13 +199,14 @@ class Inspection:
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Raw arrays by NPZ key: ``logits``, ``probs``, ``channel/<block>`` [C],
-        ``spatial/<block>`` [H, W], ``gradcam`` [h, w] (absent when not computed)."""
+        ``spatial/<block>`` [H, W], ``branches/<block>`` [K, C], ``gradcam`` [h, w] (absent
+        when not computed)."""
         out: dict[str, np.ndarray] = {"logits": self.logits, "probs": self.probs}
         for b in self.blocks:
-            if b.channel is not None:
-                out[f"channel/{b.name}"] = b.channel
-            if b.spatial is not None:
-                out[f"spatial/{b.name}"] = b.spatial
+            for role in ("channel", "spatial", "branches"):
+                values = getattr(b, role)
+                if values is not None:
+                    out[f"{role}/{b.name}"] = values
         if self.gradcam is not None:
             out["gradcam"] = self.gradcam
         before = None if self.intervention is None else self.intervention.before
@@ -205,6 +231,14 @@ def channel_stats(w: np.ndarray, top_k: int = 5) -> ChannelStats:
         mean=float(w.mean()), std=float(w.std()), min=float(w.min()), max=float(w.max()),
         entropy=entropy, top_channels=tuple((int(i), float(w[i])) for i in top),
     )
+
+
+def branch_stats(w: np.ndarray) -> BranchStats:
+    w = np.asarray(w, dtype=np.float64)
+    k = w.shape[0]
+    winners = np.bincount(np.argmax(w, axis=0), minlength=k)  # argmax: ties go to the lower branch
+    return BranchStats(mean=tuple(float(v) for v in w.mean(1)),
+                       share=tuple(float(v) for v in winners / max(w.shape[1], 1)))
 
 
 def spatial_stats(m: np.ndarray) -> SpatialStats:
@@ -310,8 +344,15 @@ def inspect_batch(
     results = _per_image_results(loaded, prepared, logits_np, probs_np, cap, topk=topk, amp=amp,
                                  cam_maps=None if cam is None else cam_maps,
                                  cam_idx=None if cam is None else cam_idx)
-    t3 = time.perf_counter()
-    n = len(prepared)
+    _stamp_timings(results, (t0, t1, t_fwd, t2, time.perf_counter()), gradcam=gradcam)
+    return results
+
+
+def _stamp_timings(results: list[Inspection], stamps: tuple[float, ...], *, gradcam: bool) -> None:
+    """Per-image ms of each phase, from the clock at: start, input ready, forward done, Grad-CAM
+    and read-out done, results built."""
+    t0, t1, t_fwd, t2, t3 = stamps
+    n = len(results)
     timings = {
         "preprocess_ms": 1e3 * (t1 - t0) / n,
         "forward_ms": 1e3 * (t_fwd - t1) / n,
@@ -321,7 +362,6 @@ def inspect_batch(
     }
     for r in results:
         r.timings = {k: round(v, 3) for k, v in timings.items()}
-    return results
 
 
 def _per_image_results(loaded: LoadedModel, prepared: list[PreparedImage], logits: np.ndarray,
@@ -339,7 +379,8 @@ def _per_image_results(loaded: LoadedModel, prepared: list[PreparedImage], logit
         preds = [Prediction(int(j), classes[j], float(probs[i, j])) for j in order]
         blocks = [BlockResult(name=bc.name, kind=bc.kind, stage=bc.stage,
                               channel=None if bc.channel is None else bc.channel[i].numpy(),
-                              spatial=None if bc.spatial is None else bc.spatial[i].numpy())
+                              spatial=None if bc.spatial is None else bc.spatial[i].numpy(),
+                              branches=None if bc.branches is None else bc.branches[i].numpy())
                   for bc in cap]
         target = None
         if cam_idx is not None:
@@ -371,7 +412,8 @@ def inspect(
     Args:
         image: a path, bytes, PIL image or numpy array (see :func:`attnviz.preprocess.load_image`).
         model: a variant name (``attnviz.variants()``), a loaded model, or your own ``nn.Module``
-            (its attention gates must be attnviz or timm blocks, see :func:`attnviz.capture`).
+            (its attention gates must be attnviz blocks or timm attention modules, see
+            :func:`attnviz.capture`; a timm model takes its preprocessing from timm's data config).
             ``None`` picks the default: cached ImageNet weights, else the built-in model.
         weights: a local checkpoint file to use instead of the variant's own weights.
         device: ``"cpu"``, ``"cuda"``...; default CUDA when present.

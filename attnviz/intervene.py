@@ -30,6 +30,13 @@ image from the gate this block computes in the same forward, before it is replac
 block intervened that is exactly the unmodified forward's gate (ties: lower channel first, as
 in :func:`attnviz.inspection.channel_stats`).
 
+timm's Gather-Excite with an extent has a joint gate applied as ``x * g``: it is removed with
+``g = 1`` and knocked out with ``g = 0``, as a channel gate. Gates that no hook can replace are
+refused by name and left out by ``"*"``: selection weights over kernel branches (SelectiveKernel,
+ResNeSt's SplitAttn: a softmax, not a gate), GlobalContext's softmax over positions and LightCBAM's
+channel gate (plain functions applied to a submodule's output). GlobalContext's channel gate
+(when it fuses by scaling) is replaced as any channel gate; its additive context path stays.
+
 Keys are block names (``"layer4.0"``, ``"bam2"``), ``"block:channel"`` / ``"block:spatial"``
 for one gate of a CBAM block, or ``"*"`` for every block (a named block overrides ``"*"``).
 """
@@ -87,6 +94,9 @@ NAMED_SPECS = ("identity", "mean")
 #: output (knockout), per gate role: joint gates are BAM's, applied as ``x * (1 + g)``.
 _REMOVED = {"channel": 1.0, "spatial": 1.0, "joint": 0.0}
 _KNOCKED_OUT = {"channel": 0.0, "joint": -1.0}
+#: A joint gate applied as ``x * g`` (timm's Gather-Excite with an extent) rather than BAM's
+#: ``x * (1 + g)`` is removed and knocked out like a channel gate.
+_PLAIN_JOINT_REMOVED, _PLAIN_JOINT_KNOCKED_OUT = 1.0, 0.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,9 +108,21 @@ class GateEdit:
     role: str
     gate: nn.Module = field(repr=False)
     spec: Spec
+    #: False only for a joint gate applied as ``x * g`` (Gather-Excite), not ``x * (1 + g)`` (BAM)
+    joint_residual: bool = True
 
     def describe(self) -> str:
         return describe_spec(self.spec)
+
+    @property
+    def removed_value(self) -> float:
+        """The gate value that removes the block ("identity")."""
+        return _REMOVED[self.role] if self.joint_residual else _PLAIN_JOINT_REMOVED
+
+    @property
+    def knocked_out_value(self) -> float:
+        """The gate value that zeroes a channel of the block's output (a knockout)."""
+        return _KNOCKED_OUT[self.role] if self.joint_residual else _PLAIN_JOINT_KNOCKED_OUT
 
 
 def describe_spec(spec: Spec) -> str:
@@ -125,21 +147,37 @@ def _check_spec(key: str, spec: Any) -> None:
                          f"ChannelKnockout(...) or a tensor, got {spec!r}")
 
 
-def _edits_for_site(key: str, site: GateSite, role: str, spec: Spec) -> list[GateEdit]:
+def _why_fixed(site: GateSite, roles: list[str]) -> str:
+    return "; ".join(
+        f"its {r} are softmax weights over kernel branches, which no gate value replaces" if r == "branches"
+        else f"its {r} gate is a plain function of a submodule's output, so no hook can replace it"
+        for r in roles)
+
+
+def _edits_for_site(key: str, site: GateSite, role: str, spec: Spec, *, every: bool) -> list[GateEdit]:
+    """The edits of ``spec`` on one site; with ``every`` ("*") gates that cannot be replaced (or
+    knocked out) are left out rather than refused."""
     roles = list(site.gates)
     if role:
         if role not in site.gates:
             raise KeyError(f"{site.name} ({site.kind}) has no {role} gate; its gates: {roles}")
         roles = [role]
+    fixed = [r for r in roles if not site.replaceable(r)]
+    if fixed and not every:
+        usable = [r for r in site.gates if site.replaceable(r)]
+        hint = f"; replaceable: {[f'{site.name}:{r}' for r in usable]}" if usable else ""
+        raise ValueError(f"{key!r}: {site.name} ({site.kind}) cannot be intervened on: {_why_fixed(site, fixed)}{hint}")
+    roles = [r for r in roles if r not in fixed]
     if isinstance(spec, ChannelKnockout):
         roles = [r for r in roles if r in _KNOCKED_OUT]
-        if not roles:
+        if not roles and not every:
             raise ValueError(f"{key!r}: ChannelKnockout needs a channel gate; {site.name} ({site.kind}) "
                              f"has only {list(site.gates)} gates")
     elif isinstance(spec, torch.Tensor) and len(roles) > 1:
         raise ValueError(f"{key!r}: a tensor replaces one gate; {site.name} has {roles}: use "
                          f"'{site.name}:{roles[0]}' or '{site.name}:{roles[1]}'")
-    return [GateEdit(site.name, site.kind, r, site.gates[r], spec) for r in roles]
+    return [GateEdit(site.name, site.kind, r, site.gates[r], spec,
+                     joint_residual=r != "joint" or site.joint_residual) for r in roles]
 
 
 def plan(model: nn.Module, interventions: Mapping[str, Spec]) -> list[GateEdit]:
@@ -154,7 +192,8 @@ def plan(model: nn.Module, interventions: Mapping[str, Spec]) -> list[GateEdit]:
         spec = interventions[key]
         _check_spec(key, spec)
         block, _, role = key.partition(":")
-        if block == "*":
+        every = block == "*"
+        if every:
             targets = list(sites.values())
         elif block in sites:
             targets = [sites[block]]
@@ -162,16 +201,15 @@ def plan(model: nn.Module, interventions: Mapping[str, Spec]) -> list[GateEdit]:
             raise KeyError(f"no attention block named {block!r}; blocks: {list(sites)} (or '*' for all)")
         matched = 0
         for site in targets:
-            if block == "*" and role and role not in site.gates:
+            if every and role and role not in site.gates:
                 continue
-            if block == "*" and isinstance(spec, ChannelKnockout) and not set(site.gates) & set(_KNOCKED_OUT):
-                continue
-            for e in _edits_for_site(key, site, role, spec):
+            for e in _edits_for_site(key, site, role, spec, every=every):
                 edits[(e.block, e.role)] = e
                 matched += 1
-        if not matched:  # "*:spatial" on SE blocks, a knockout on spatial-only blocks
-            raise ValueError(f"{key!r} matches no gate; the blocks' gates: "
-                             f"{ {s.name: list(s.gates) for s in sites.values()} }")
+        if not matched:  # "*:spatial" on SE blocks, a knockout on spatial-only blocks, SK / ResNeSt
+            gates = {s.name: [r for r in s.gates if s.replaceable(r)] for s in sites.values()}
+            raise ValueError(f"{key!r} matches no gate that can be replaced; the blocks' replaceable gates: "
+                             f"{gates}")
     order = {name: i for i, name in enumerate(sites)}
     return sorted(edits.values(), key=lambda e: (order[e.block], e.role))
 
@@ -239,11 +277,11 @@ def replaced_gate(edit: GateEdit, g: torch.Tensor) -> torch.Tensor:
     if isinstance(spec, ChannelKnockout):
         mask = _knockout_mask(edit, g)
         shape = (g.shape[0], -1, 1, 1) if edit.role == "joint" else g.shape
-        return g.masked_fill(mask.reshape(shape), _KNOCKED_OUT[edit.role])
+        return g.masked_fill(mask.reshape(shape), edit.knocked_out_value)
     if isinstance(spec, torch.Tensor):
         return _as_gate_tensor(edit, spec, g)
     if spec == "identity":
-        return torch.full_like(g, _REMOVED[edit.role])
+        return torch.full_like(g, edit.removed_value)
     if spec == "mean":
         # per image, over every value of the gate: channels of a channel gate, pixels of a spatial
         # one, both for BAM's joint gate

@@ -35,9 +35,12 @@ def forward_batch(net: nn.Module, device: torch.device, x: torch.Tensor) -> Batc
     with capture(net) as cap, torch.inference_mode():
         logits = net(x)
     preds = logits.argmax(1).cpu().numpy().astype(np.int64)
+    # blocks with only branch weights (SelectiveKernel, SplitAttn) have no statistics here yet;
+    # the Ray engine leaves them out the same way
     blocks = [(bc.name, bc.kind, bc.stage,
                None if bc.channel is None else bc.channel.numpy(),
-               None if bc.spatial is None else bc.spatial.numpy()) for bc in cap]
+               None if bc.spatial is None else bc.spatial.numpy())
+              for bc in cap if bc.channel is not None or bc.spatial is not None]
     return BatchGates(blocks, preds)
 
 

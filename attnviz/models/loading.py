@@ -147,19 +147,21 @@ def wrap_model(
 ) -> LoadedModel:
     """Wrap your own model (already loaded, any architecture) so it can be inspected.
 
-    ``preprocess`` defaults to ImageNet's (resize 256, crop 224); ``classes`` to ImageNet's
-    names when the model has 1000 outputs, else ``class 0``, ``class 1``...
+    ``preprocess`` defaults to the model's own for a timm model (timm's data config: input
+    size, crop, normalisation), else ImageNet's (resize 256, crop 224); ``classes`` to
+    ImageNet's names when the model has 1000 outputs, else ``class 0``, ``class 1``...
     """
+    from .timm_data import timm_preprocess
     from .zoo import WeightsSource
 
     params = next(module.parameters(), None)
     dev = params.device if params is not None else torch.device("cpu")
     v = Variant(
-        name=name or type(module).__name__,
+        name=name or getattr(module, "pretrained_cfg", {}).get("architecture") or type(module).__name__,
         block=block,  # type: ignore[arg-type]
         description="user model",
         arch={},
-        preprocess=preprocess or PreprocessConfig(),
+        preprocess=preprocess or timm_preprocess(module) or PreprocessConfig(),
         weights=WeightsSource(format="user", description="user model", license="user's"),
         classes=tuple(classes) if classes is not None else None,
     )
