@@ -210,3 +210,13 @@ def test_unresolvable_host_is_skipped_without_attempt(caches, monkeypatch):
     monkeypatch.setattr(W, "resolve_file", lambda *a, **k: pytest.fail("nothing may be attempted"))
     status = _run(["cbam_resnet50"])
     assert status.get("cbam_resnet50").state == "skipped" and "cannot resolve" in status.line()
+
+
+def test_readme_front_matter_preloads_every_hub_variant():
+    """The Spaces config fetches, at build time, exactly the hub files the zoo downloads."""
+    import yaml
+
+    front = (Path(__file__).resolve().parents[1] / "README.md").read_text().split("---\n")[1]
+    entries = yaml.safe_load(front)["preload_from_hub"]
+    want = {f"{v.weights.hf_repo} {v.weights.hf_filename}" for v in zoo.IMAGENET_VARIANTS if v.weights.hf_repo}
+    assert sorted(entries) == sorted(want) and len(want) >= 2
