@@ -36,7 +36,7 @@ from attnviz.cli import unique_stems
 from attnviz.inspection import Inspection, inspect, inspect_batch
 from attnviz.models import LoadedModel, WeightsError, default_variant_name, load_model
 from attnviz.models import variants as all_variants
-from attnviz.preprocess import ImageLoadError, load_image
+from attnviz.inputs import ImageLoadError, load_image
 from attnviz.render import COLORMAPS
 
 try:  # Hugging Face ZeroGPU: functions that use the GPU are decorated; a no-op elsewhere

@@ -100,7 +100,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     from .export import write_inspection
     from .inspection import inspect_batch
-    from .preprocess import ImageLoadError, prepare
+    from .inputs import ImageLoadError
+    from .preprocess import prepare
 
     setup = _inspect_setup(args)
     if isinstance(setup, int):

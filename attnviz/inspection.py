@@ -23,7 +23,7 @@ from .models.loading import LoadedModel, load_model, wrap_model
 from .models.zoo import Variant
 from .preprocess import Geometry, PreparedImage, prepare
 
-ImageSource = Any  # path, bytes, PIL image or numpy array: see attnviz.preprocess.load_image
+ImageSource = Any  # path, bytes, PIL image or numpy array: see attnviz.inputs.load_image
 ModelSpec = str | Variant | LoadedModel | nn.Module | None
 Amp = Literal["bf16", "fp16"]
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -369,7 +369,7 @@ def inspect(
     """Run ``model`` on ``image`` once and return predictions, every gate and Grad-CAM.
 
     Args:
-        image: a path, bytes, PIL image or numpy array (see :func:`attnviz.preprocess.load_image`).
+        image: a path, bytes, PIL image or numpy array (see :func:`attnviz.inputs.load_image`).
         model: a variant name (``attnviz.variants()``), a loaded model, or your own ``nn.Module``
             (its attention gates must be attnviz or timm blocks, see :func:`attnviz.capture`).
             ``None`` picks the default: cached ImageNet weights, else the built-in model.
