@@ -286,7 +286,37 @@ def inspect_batch(
     prepared = [im if isinstance(im, PreparedImage) else prepare(im, loaded.preprocess) for im in images]
     x = torch.cat([p.tensor for p in prepared]).to(dev, _input_dtype(net), non_blocking=True)
     t1 = time.perf_counter()
-    cam = None
+    logits, cap, cam_maps, cam_idx, t_fwd = _batched_forward(net, x, autocast, gradcam, target_class)
+    logits = logits.to(readout_dtype(logits.dtype))
+    probs_t = torch.softmax(logits, dim=1)
+    logits_np = logits.cpu().numpy()
+    probs_np = probs_t.cpu().numpy()
+    _sync(dev)
+    t2 = time.perf_counter()
+
+    results = _per_image_results(loaded, prepared, logits_np, probs_np, cap, topk=topk, amp=amp,
+                                 cam_maps=cam_maps, cam_idx=cam_idx)
+    t3 = time.perf_counter()
+    n = len(prepared)
+    timings = {
+        "preprocess_ms": 1e3 * (t1 - t0) / n,
+        "forward_ms": 1e3 * (t_fwd - t1) / n,
+        "gradcam_ms": 1e3 * (t2 - t_fwd) / n if gradcam else 0.0,
+        "postprocess_ms": 1e3 * (t3 - t2) / n,
+        "total_ms": 1e3 * (t3 - t0) / n,
+    }
+    for r in results:
+        r.timings = {k: round(v, 3) for k, v in timings.items()}
+    return results
+
+
+def _batched_forward(net: nn.Module, x: torch.Tensor, autocast: contextlib.AbstractContextManager, gradcam: bool,
+                     target_class: int | Sequence[int] | None
+                     ) -> tuple[torch.Tensor, Any, np.ndarray | None, list[int] | None, float]:
+    """One forward of the batch with every gate captured (and Grad-CAM's hook when ``gradcam``):
+    the logits, the capture, the Grad-CAM maps and their classes (None without Grad-CAM), and
+    when the forward itself ended (``time.perf_counter``; Grad-CAM's backward comes after)."""
+    cam_maps = cam_idx = None
     with capture(net) as cap:
         if gradcam:
             with gradcam_hook(net) as gc, torch.no_grad(), autocast:
@@ -300,28 +330,7 @@ def inspect_batch(
             with torch.inference_mode(), autocast:
                 logits = net(x)
             t_fwd = time.perf_counter()
-    logits = logits.to(readout_dtype(logits.dtype))
-    probs_t = torch.softmax(logits, dim=1)
-    logits_np = logits.cpu().numpy()
-    probs_np = probs_t.cpu().numpy()
-    _sync(dev)
-    t2 = time.perf_counter()
-
-    results = _per_image_results(loaded, prepared, logits_np, probs_np, cap, topk=topk, amp=amp,
-                                 cam_maps=None if cam is None else cam_maps,
-                                 cam_idx=None if cam is None else cam_idx)
-    t3 = time.perf_counter()
-    n = len(prepared)
-    timings = {
-        "preprocess_ms": 1e3 * (t1 - t0) / n,
-        "forward_ms": 1e3 * (t_fwd - t1) / n,
-        "gradcam_ms": 1e3 * (t2 - t_fwd) / n if gradcam else 0.0,
-        "postprocess_ms": 1e3 * (t3 - t2) / n,
-        "total_ms": 1e3 * (t3 - t0) / n,
-    }
-    for r in results:
-        r.timings = {k: round(v, 3) for k, v in timings.items()}
-    return results
+    return logits, cap, cam_maps, cam_idx, t_fwd
 
 
 def _per_image_results(loaded: LoadedModel, prepared: list[PreparedImage], logits: np.ndarray,
