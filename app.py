@@ -31,7 +31,7 @@ from attnviz import app_inspect_handlers as IH
 from attnviz import app_intervene as IV
 from attnviz import app_logic as L
 from attnviz import app_server as S
-from attnviz.app_results import trim_memory_every
+from attnviz.memory import trim_memory_every
 from attnviz.app_server import COMPARE_DEFAULT, DEFAULT_ALPHA, DEFAULT_CMAP, DEFAULT_VARIANT, EXAMPLE_VARIANT
 from attnviz.models import variants as all_variants
 from attnviz.render import COLORMAPS
@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     # SIGTERM (Spaces, systemd, docker stop) exits normally so atexit removes the temp outputs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo.queue(default_concurrency_limit=4)
-    trim_memory_every(30.0)  # freed session memory back to the OS (see app_results.release_free_memory)
+    trim_memory_every(30.0)  # freed session memory back to the OS (see attnviz.memory)
     demo.launch(max_file_size=S.MAX_FILE_SIZE, theme=THEME, css=CSS, show_error=True,
                 state_session_capacity=S.MAX_SESSIONS)
 
