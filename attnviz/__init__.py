@@ -19,7 +19,8 @@ from .models import (
     AttentionResNet, LoadedModel, Variant, WeightsError, WeightsUnavailableError,
     default_variant_name, get_variant, load_model, variants, wrap_model,
 )
-from .preprocess import ImageLoadError, PreprocessConfig
+from .inputs import ImageLoadError
+from .preprocess import PreprocessConfig
 
 __version__ = "0.1.0"
 

@@ -18,7 +18,6 @@ from collections.abc import Hashable
 from typing import Any
 
 from .inspection import Inspection
-from .memory import trim_memory_every  # noqa: F401  (imported by app.py)
 
 #: Default bound of a server's result cache (``ATTNVIZ_RESULT_CACHE_MB``).
 DEFAULT_MAX_MB = 64

@@ -23,7 +23,7 @@ from .models.loading import LoadedModel, load_model, wrap_model
 from .models.zoo import Variant
 from .preprocess import Geometry, PreparedImage, prepare
 
-ImageSource = Any  # path, bytes, PIL image or numpy array: see attnviz.preprocess.load_image
+ImageSource = Any  # path, bytes, PIL image or numpy array: see attnviz.inputs.load_image
 ModelSpec = str | Variant | LoadedModel | nn.Module | None
 Amp = Literal["bf16", "fp16"]
 AMP_DTYPES: dict[str, torch.dtype] = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -320,7 +320,27 @@ def inspect_batch(
     prepared = [im if isinstance(im, PreparedImage) else prepare(im, loaded.preprocess) for im in images]
     x = torch.cat([p.tensor for p in prepared]).to(dev, _input_dtype(net), non_blocking=True)
     t1 = time.perf_counter()
-    cam = None
+    logits, cap, cam_maps, cam_idx, t_fwd = _batched_forward(net, x, autocast, gradcam, target_class)
+    logits = logits.to(readout_dtype(logits.dtype))
+    probs_t = torch.softmax(logits, dim=1)
+    logits_np = logits.cpu().numpy()
+    probs_np = probs_t.cpu().numpy()
+    _sync(dev)
+    t2 = time.perf_counter()
+
+    results = _per_image_results(loaded, prepared, logits_np, probs_np, cap, topk=topk, amp=amp,
+                                 cam_maps=cam_maps, cam_idx=cam_idx)
+    _stamp_timings(results, (t0, t1, t_fwd, t2, time.perf_counter()), gradcam=gradcam)
+    return results
+
+
+def _batched_forward(net: nn.Module, x: torch.Tensor, autocast: contextlib.AbstractContextManager, gradcam: bool,
+                     target_class: int | Sequence[int] | None
+                     ) -> tuple[torch.Tensor, Any, np.ndarray | None, list[int] | None, float]:
+    """One forward of the batch with every gate captured (and Grad-CAM's hook when ``gradcam``):
+    the logits, the capture, the Grad-CAM maps and their classes (None without Grad-CAM), and
+    when the forward itself ended (``time.perf_counter``; Grad-CAM's backward comes after)."""
+    cam_maps = cam_idx = None
     with capture(net) as cap:
         if gradcam:
             with gradcam_hook(net) as gc, torch.no_grad(), autocast:
@@ -334,18 +354,7 @@ def inspect_batch(
             with torch.inference_mode(), autocast:
                 logits = net(x)
             t_fwd = time.perf_counter()
-    logits = logits.to(readout_dtype(logits.dtype))
-    probs_t = torch.softmax(logits, dim=1)
-    logits_np = logits.cpu().numpy()
-    probs_np = probs_t.cpu().numpy()
-    _sync(dev)
-    t2 = time.perf_counter()
-
-    results = _per_image_results(loaded, prepared, logits_np, probs_np, cap, topk=topk, amp=amp,
-                                 cam_maps=None if cam is None else cam_maps,
-                                 cam_idx=None if cam is None else cam_idx)
-    _stamp_timings(results, (t0, t1, t_fwd, t2, time.perf_counter()), gradcam=gradcam)
-    return results
+    return logits, cap, cam_maps, cam_idx, t_fwd
 
 
 def _stamp_timings(results: list[Inspection], stamps: tuple[float, ...], *, gradcam: bool) -> None:
@@ -410,7 +419,7 @@ def inspect(
     """Run ``model`` on ``image`` once and return predictions, every gate and Grad-CAM.
 
     Args:
-        image: a path, bytes, PIL image or numpy array (see :func:`attnviz.preprocess.load_image`).
+        image: a path, bytes, PIL image or numpy array (see :func:`attnviz.inputs.load_image`).
         model: a variant name (``attnviz.variants()``), a loaded model, or your own ``nn.Module``
             (its attention gates must be attnviz blocks or timm attention modules, see
             :func:`attnviz.capture`; a timm model takes its preprocessing from timm's data config).

@@ -146,7 +146,7 @@ def test_app_runs_model_loading_and_forwards_on_its_torch_thread(tmp_path, monke
     one torch thread (a second thread running torch slows every later forward)."""
     import threading
 
-    import app
+    from attnviz import app_server as app
     from attnviz.synthetic import generate
 
     loaded_on: list[int] = []

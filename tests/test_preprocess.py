@@ -14,14 +14,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, features
 
+from attnviz.inputs import MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from attnviz.preprocess import (
-    MAX_IMAGE_PIXELS,
     Geometry,
-    ImageLoadError,
     PreparedImage,
     PreprocessConfig,
     compute_geometry,
-    load_image,
     prepare,
     prepare_batch,
     to_tensor,

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import attnviz
-from attnviz.preprocess import ImageLoadError, load_image
+from attnviz.inputs import ImageLoadError, load_image
 
 from .corpus import make_corpus, make_large
 

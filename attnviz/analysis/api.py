@@ -80,27 +80,38 @@ def analyze(
     Files that cannot be decoded are listed in ``Analysis.skipped`` and never stop the run.
     Raises :class:`~attnviz.analysis.SourceError` (a ValueError) for an unusable source.
     """
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
-    if engine not in ("local", "ray"):
-        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+    _check_options(batch_size, engine)  # before a model is loaded
     loaded = resolve_model(model, weights=weights, device=device)
-    src = prepare_source(source, loaded.preprocess.input_size, classes, max_images)
-    stop = len(src) if stop is None else min(stop, len(src))
-    base = empty_analysis(loaded, src, bins)
-    if resume is not None:
-        base = Analysis.merge(base, resume)  # raises if it is of another source / model / setting
-    todo = _todo(base.ranges, max(0, start), stop)
+    src, base, todo = _plan(source, loaded, classes, max_images, bins, start, stop, resume)
     total = sum(b - a for a, b in todo)
     workers = default_workers() if num_workers is None else num_workers
     if engine == "ray":
         from .engine_ray import run_ray  # imported only here: the local path never loads ray
 
-        parts = [run_ray(src, loaded, todo, bins=bins, batch_size=batch_size, address=ray_address,
-                         progress=progress)]
-        return Analysis.merge(base, *parts)
+        return Analysis.merge(base, run_ray(src, loaded, todo, bins=bins, batch_size=batch_size,
+                                            address=ray_address, progress=progress))
     return _run_local(src, loaded, base, todo, total, bins=bins, batch_size=batch_size, workers=workers,
                       progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+
+
+def _check_options(batch_size: int, engine: str) -> None:
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if engine not in ("local", "ray"):
+        raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
+
+
+def _plan(source: str | os.PathLike | ResolvedSource, loaded: LoadedModel, classes: Sequence[str] | None,
+          max_images: int | None, bins: int, start: int, stop: int | None, resume: Analysis | None
+          ) -> tuple[ResolvedSource, Analysis, list[tuple[int, int]]]:
+    """The items to analyse, the analysis they add to (empty, or ``resume``) and the ranges of
+    items in ``[start, stop)`` it still lacks."""
+    src = prepare_source(source, loaded.preprocess.input_size, classes, max_images)
+    stop = len(src) if stop is None else min(stop, len(src))
+    base = empty_analysis(loaded, src, bins)
+    if resume is not None:
+        base = Analysis.merge(base, resume)  # raises if it is of another source / model / setting
+    return src, base, _todo(base.ranges, max(0, start), stop)
 
 
 def _run_local(src: ResolvedSource, loaded: LoadedModel, base: Analysis, todo: list[tuple[int, int]], total: int, *,

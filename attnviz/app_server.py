@@ -1,0 +1,198 @@
+"""The web app's server side that every tab shares: settings, where results and output files
+live, input checks, and model access on the app's one torch thread.
+
+``app.py`` lays the page out and wires events; the handlers those events call (``app_*_handlers``)
+use this module. Importing it loads no model: a variant's model is loaded on first request.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from . import app_logic as L
+from .app_results import DEFAULT_MAX_MB, ResultCache
+from .inputs import ImageLoadError, load_image
+from .inspection import Inspection, inspect, inspect_batch
+from .models import LoadedModel, WeightsError, default_variant_name, load_model
+from .models import variants as all_variants
+from .render import COLORMAPS
+
+try:  # Hugging Face ZeroGPU: functions that use the GPU are decorated; a no-op elsewhere
+    import spaces  # type: ignore[import-not-found]
+
+    GPU = spaces.GPU
+except ImportError:  # pragma: no cover - depends on the environment
+    def GPU(fn=None, **_kwargs):
+        return fn if fn is not None else (lambda f: f)
+
+MAX_FILE_SIZE = "200mb"  # a ResNet-50 checkpoint upload is ~100 MB; images are bounded by pixel count
+#: ``--weights NAME=FILE``: local checkpoints used instead of downloading.
+WEIGHT_FILES: dict[str, str] = {}
+
+try:
+    DEFAULT_VARIANT = default_variant_name()
+except WeightsError:  # no built-in checkpoint and no cached ImageNet weights: one downloads on demand
+    DEFAULT_VARIANT = next(iter(all_variants()))
+EXAMPLE_VARIANT = L.builtin_default()
+COMPARE_DEFAULT = (L.builtin_names() or [DEFAULT_VARIANT])[: L.MAX_COMPARE_VARIANTS]
+DEFAULT_ALPHA, DEFAULT_CMAP = 0.5, "jet"
+
+_SCRATCH = Path(tempfile.mkdtemp(prefix="attnviz-app-"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+# Outputs are served from the scratch folder itself (per-request folders with random names,
+# removed after an hour) instead of being hashed and copied into gradio's cache one by one.
+gr.set_static_paths([_SCRATCH])
+scratch_dir = L.ScratchFolders(_SCRATCH).new
+# Model loading and forwards run on one thread, whichever worker gradio runs the event on
+# (torch's OpenMP slows every forward once several threads have run one: see L.TorchThread).
+torch_thread = L.TorchThread()
+
+
+def _env_number(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    try:
+        value = default if raw in (None, "") else float(raw)
+    except ValueError:
+        value = -1.0
+    if value < 0:
+        raise SystemExit(f"{name}={raw!r}: expected a number >= 0 (default {default:g})")
+    return value
+
+
+# Results between a request and its follow-ups (block chart, downloads, redraws, compare columns)
+# live in one byte-bounded LRU for the whole process; a session's gr.State holds only a token into
+# it and expires after STATE_TTL_S, when the scratch files it points at are swept too. Gradio keeps
+# ~0.5 MB of its own per session (each component's config and last output): MAX_SESSIONS bounds
+# that (the least recently active session is dropped first, and its follow-ups ask to run again).
+STATE_TTL_S = 3600
+MAX_SESSIONS = int(_env_number("ATTNVIZ_MAX_SESSIONS", 128)) or 1
+# two kept results a session at most (its Inspect and its Compare tab)
+RESULTS = ResultCache(int(_env_number("ATTNVIZ_RESULT_CACHE_MB", DEFAULT_MAX_MB) * 2**20), max_items=2 * MAX_SESSIONS)
+
+
+# ----------------------------------------------------------------------------------------------
+# kept results
+
+
+def kept_result(state: dict | None, again: str | None = None, *, expected: bool = False) -> Any | None:
+    """The kept result a follow-up works on, or None. When it was evicted or its state expired,
+    say so, naming the button that runs it ``again`` (``expected``: the event can only come
+    after a result was shown, e.g. a block choice). Follow-ups are queued events: Gradio shows a
+    gr.Warning only from those."""
+    value = RESULTS.get(state.get("key")) if state else None
+    if value is None and again and (state or expected):
+        gr.Warning(f"This result is no longer kept on the server (results are kept for up to "
+                   f"{STATE_TTL_S // 60} minutes while memory allows): press {again} to run it again.")
+    return value
+
+
+def forget_result(state: dict | None) -> None:
+    """gr.State's delete_callback: an expired or closed session's result is dropped at once."""
+    if state:
+        RESULTS.drop(state.get("key"))
+
+
+def result_owner(request: gr.Request | None, tab: str) -> tuple[str, str] | None:
+    """Whose result it is: one kept result per session and tab (None outside a request)."""
+    session = getattr(request, "session_hash", None)
+    return None if session is None else (session, tab)
+
+
+# ----------------------------------------------------------------------------------------------
+# input checks
+
+
+def upload_error(payload: Any, exc: Exception) -> gr.Error:
+    """What an upload gradio could not preprocess gets told: the library's reason when it has
+    one (it reads the file itself), else what is accepted."""
+    path = getattr(payload, "path", None)
+    name = getattr(payload, "orig_name", None) or (Path(path).name if path else "upload")
+    if path:
+        try:
+            load_image(path)
+        except ImageLoadError as err:
+            return gr.Error(f"{name}: {err.problem}; accepted: {err.accepted or L.ACCEPTED_TEXT}")
+        except Exception:
+            pass
+    return gr.Error(f"{name}: not a readable image ({type(exc).__name__}); "
+                    f"accepted: {L.ACCEPTED_TEXT}, up to {MAX_FILE_SIZE}")
+
+
+def image_path(image: Any) -> str:
+    if image is None or (isinstance(image, str) and not image.strip()):
+        raise gr.Error(f"No image: upload one ({L.ACCEPTED_TEXT}, up to {MAX_FILE_SIZE}), paste it, "
+                       "use the webcam or pick an example.")
+    return str(image)
+
+
+def check_style(opacity: float | None, colormap: str | None) -> tuple[float, str]:
+    alpha = DEFAULT_ALPHA if opacity is None else float(opacity)
+    if not 0.0 <= alpha <= 1.0:
+        raise gr.Error(f"opacity must be between 0 and 1, got {alpha}")
+    cmap = colormap or DEFAULT_CMAP
+    if cmap not in COLORMAPS:
+        raise gr.Error(f"unknown colormap {cmap!r}; choose one of {', '.join(COLORMAPS)}")
+    return alpha, cmap
+
+
+def image_error(exc: ImageLoadError) -> gr.Error:
+    return gr.Error(str(exc) if exc.accepted else f"{exc}; accepted: {L.ACCEPTED_TEXT}")
+
+
+def lookup_error(exc: KeyError | ValueError) -> gr.Error:
+    """An unknown block, or an index beyond a block's channels: the library's message says the range."""
+    return gr.Error(str(exc.args[0]) if isinstance(exc, KeyError) else str(exc))
+
+
+# ----------------------------------------------------------------------------------------------
+# model access: every call runs on the torch thread
+
+
+@torch_thread.runs
+def load_variant(name: str | None, progress: gr.Progress | None = None, weights: str | None = None) -> LoadedModel:
+    """The variant's model, loaded once per process (and device) by the library; ``weights`` is
+    an uploaded checkpoint of that architecture (safetensors or a weights-only torch file)."""
+    if not name:
+        raise gr.Error("Choose a model variant.")
+    reg = all_variants()
+    if name not in reg:
+        raise gr.Error(f"Unknown variant {name!r}; available: {', '.join(reg)}.")
+    if weights:
+        try:
+            return load_model(name, weights=weights, progress=False)
+        except (WeightsError, OSError) as exc:
+            raise gr.Error(f"{Path(weights).name}: cannot be used as {name} weights: {exc}", duration=None) from None
+    if progress is not None and name not in WEIGHT_FILES and not L.is_local(reg[name]):
+        progress(0.05, desc=f"Downloading the weights of {name} (first use only)…")
+    try:
+        return load_model(name, weights=WEIGHT_FILES.get(name), progress=True, keep_loaded=True)
+    except (WeightsError, OSError) as exc:
+        raise gr.Error(L.weights_help(name, exc), duration=None) from None
+
+
+@torch_thread.runs
+@GPU
+def inspect_one(path: str, loaded: LoadedModel) -> Inspection:
+    try:
+        return inspect(path, loaded)
+    except ImageLoadError as exc:
+        raise image_error(exc) from None
+
+
+@torch_thread.runs
+@GPU
+def inspect_images(paths: list[str], loaded: LoadedModel) -> list[Inspection]:
+    try:
+        return inspect_batch(paths, loaded, gradcam=False)
+    except ImageLoadError as exc:
+        raise image_error(exc) from None
+
+
+# The names these had in app.py, where tests/test_app_logic.py reached them.
+_load, _inspect_one, _inspect_images = load_variant, inspect_one, inspect_images
