@@ -12,9 +12,7 @@ request. Named API endpoints: ``/inspect``, ``/compare``, ``/compare_images``, `
 """
 from __future__ import annotations
 
-import argparse
 import os
-import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,11 +27,11 @@ from attnviz import app_dataset as D
 from attnviz import app_dataset_handlers as DH
 from attnviz import app_inspect_handlers as IH
 from attnviz import app_intervene as IV
+from attnviz import app_launch
 from attnviz import app_logic as L
+from attnviz import app_preload as P
 from attnviz import app_server as S
-from attnviz.memory import trim_memory_every
 from attnviz.app_server import COMPARE_DEFAULT, DEFAULT_ALPHA, DEFAULT_CMAP, DEFAULT_VARIANT, EXAMPLE_VARIANT
-from attnviz.models import variants as all_variants
 from attnviz.render import COLORMAPS
 
 ROOT = Path(__file__).resolve().parent
@@ -117,6 +115,7 @@ class InspectInputs:
 
 @dataclass
 class InspectOutputs:
+    notice: gr.Markdown  # over the prediction while a synthetic-shapes model is selected
     weights_md: gr.Markdown
     label: gr.Label
     gradcam: gr.Image
@@ -147,6 +146,8 @@ def _inspect_inputs(variant_choices: list) -> InspectInputs:
 
 
 def _inspect_outputs() -> InspectOutputs:
+    notice = gr.Markdown(P.notice_text(DEFAULT_VARIANT), visible=P.is_builtin(DEFAULT_VARIANT),
+                         elem_id="inspect-notice")
     weights_md = gr.Markdown("Upload an image and press **Inspect**.", elem_classes="attnviz-note",
                              elem_id="inspect-weights")
     with gr.Row():
@@ -171,7 +172,7 @@ def _inspect_outputs() -> InspectOutputs:
                     file_count="multiple", interactive=False, elem_id="inspect-files")
     with gr.Accordion("Summary (JSON)", open=False):
         summary = gr.JSON(label="Summary")
-    return InspectOutputs(weights_md, label, gradcam, spatial, overview, stats, block, block_chart, charts,
+    return InspectOutputs(notice, weights_md, label, gradcam, spatial, overview, stats, block, block_chart, charts,
                           files, summary)
 
 
@@ -187,7 +188,7 @@ def _inspect_events(i: InspectInputs, o: InspectOutputs, state: gr.State) -> tup
 
     then_extras(i.run.click(
         IH.inspect_image, [i.image, i.variant, i.alpha, i.cmap, i.weights], main_outputs,
-        api_name="inspect", api_description="Inspect one image with one variant", **MODEL,
+        api_name="inspect", **MODEL,
     ))
     for trigger in (i.alpha.release, i.cmap.input):
         then_extras(trigger(IH.rerender_inspect, [state, i.image, i.variant, i.alpha, i.cmap, i.weights],
@@ -196,24 +197,23 @@ def _inspect_events(i: InspectInputs, o: InspectOutputs, state: gr.State) -> tup
     # API only (the UI makes its downloads from the kept result): the files of /inspect
     gr.Button(visible=False).click(
         IH.inspect_files, [i.image, i.variant, i.alpha, i.cmap, i.weights], o.files,
-        api_name="inspect_files", api_description="The downloads of /inspect: figures zip, JSON, NPZ", **MODEL)
+        api_name="inspect_files", **MODEL)
     i.variant.change(IH.variant_info, i.variant, i.variant_md, **PRIVATE, queue=False)
     return main_outputs, then_extras
 
 
-def _inspect_examples(i: InspectInputs, main_outputs: list, then_extras: Callable[[Any], None]) -> None:
-    if not (EXAMPLES and EXAMPLE_VARIANT):
+def _inspect_examples(i: InspectInputs, o: InspectOutputs, main_outputs: list,
+                      then_extras: Callable[[Any], None]) -> None:
+    if not EXAMPLES:
         gr.Markdown("No example images in `assets/` yet.", elem_classes="attnviz-note")
         return
-    # Examples run on a built-in model (tens of ms), so they are computed on click
-    # rather than cached: the result is then kept like any other for the extras.
-    ex = gr.Examples(
-        [[str(p), EXAMPLE_VARIANT] for p in EXAMPLES], [i.image, i.variant],
-        visible_columns=[0], examples_per_page=12,
-        label=f"Examples (run on {EXAMPLE_VARIANT})", elem_id="inspect-examples",
-    )
+    # Computed on click rather than cached (the selected variant runs them), then kept like any
+    # other result for the extras. What the selected model can read comes first.
+    ex = gr.Examples([[str(p)] for p in P.examples_for(EXAMPLES, DEFAULT_VARIANT)], [i.image],
+                     examples_per_page=12, label="Examples (run on the selected variant)", elem_id="inspect-examples")
     then_extras(ex.load_input_event.then(
         IH.inspect_example, [i.image, i.variant, i.alpha, i.cmap], main_outputs, **PRIVATE, **MODEL))
+    i.variant.change(P.variant_views(EXAMPLES), i.variant, [o.notice, ex.dataset], **PRIVATE, queue=False)
 
 
 def inspect_tab(demo: gr.Blocks, variant_choices: list) -> InspectInputs:
@@ -225,7 +225,7 @@ def inspect_tab(demo: gr.Blocks, variant_choices: list) -> InspectInputs:
                 outputs = _inspect_outputs()
         main_outputs, then_extras = _inspect_events(inputs, outputs, kept_state())
         with inputs.examples:
-            _inspect_examples(inputs, main_outputs, then_extras)
+            _inspect_examples(inputs, outputs, main_outputs, then_extras)
         intervene_panel(demo, inputs)
         drilldown_panel(demo, inputs)
     return inputs
@@ -259,8 +259,7 @@ def intervene_panel(demo: gr.Blocks, i: InspectInputs) -> None:
                 with gr.Accordion("Intervention summary (JSON)", open=False):
                     summary = gr.JSON(label="Intervention")
     run.click(IH.intervene_image, [i.image, i.variant, blocks, replacement, k, i.alpha, i.cmap],
-              [deltas, before, after, cam_before, cam_after, summary], api_name="intervene",
-              api_description="One image with and without an intervention on attention blocks", **MODEL)
+              [deltas, before, after, cam_before, cam_after, summary], api_name="intervene", **MODEL)
     i.variant.change(IH.intervene_blocks, i.variant, blocks, **PRIVATE, queue=False)
     demo.load(IH.intervene_blocks, i.variant, blocks, **PRIVATE, queue=False)
 
@@ -285,8 +284,7 @@ def drilldown_panel(demo: gr.Blocks, i: InspectInputs) -> None:
                 grid = gr.Image(label="Top-8 channels by gate (leaving the block)", type="filepath",
                                 interactive=False, elem_id="drilldown-grid")
     run.click(IH.drilldown_image, [i.image, i.variant, block, channel, i.alpha, i.cmap],
-              [text, before, after, grid], api_name="drilldown",
-              api_description="One channel's feature map before/after its block, and the top-8", **MODEL)
+              [text, before, after, grid], api_name="drilldown", **MODEL)
     i.variant.change(IH.drilldown_blocks, i.variant, block, **PRIVATE, queue=False)
     demo.load(IH.drilldown_blocks, i.variant, block, **PRIVATE, queue=False)
 
@@ -341,7 +339,7 @@ def compare_tab(variant_choices: list) -> None:
         run.click(
             CH.compare_variants, [image, variants, slot, alpha, cmap],
             [summary, stats, gradcams, charts, overviews, state],
-            api_name="compare", api_description="One image, 2-5 variants side by side", **MODEL,
+            api_name="compare", **MODEL,
         ).then(CH.fill_columns, fill_inputs, fill_outputs, **PRIVATE)
         slot.input(CH.fill_columns, fill_inputs, fill_outputs, **PRIVATE)
         alpha.release(CH.fill_columns, fill_inputs, fill_outputs, **PRIVATE)
@@ -383,8 +381,7 @@ def images_tab(variant_choices: list) -> None:
         kept = kept_state()
         run.click(
             CH.compare_images, [files, variant], [summary, sim, profiles, thumbs, kept],
-            api_name="compare_images", api_description="2-8 images on one variant: channel-profile similarity",
-            **MODEL,
+            api_name="compare_images", **MODEL,
         ).then(CH.after_compare_images, [summary, profiles, block, view, kept], [block, profile], **PRIVATE)
         profile_inputs = [block, view, kept, summary, profiles]
         block.input(CH.select_profile, profile_inputs, profile, **PRIVATE)
@@ -435,8 +432,7 @@ def dataset_tab(variant_choices: list) -> None:
                     summary = gr.JSON(label="Summary")
         state = gr.State(None, time_to_live=S.STATE_TTL_S)  # the saved analysis file's path
         outputs = [summary, excitation, specificity, saturation, spatial, file, blocks, classes, state]
-        run.click(DH.analyze_dataset, [source, zip_file, n, variant], outputs, api_name="analyze",
-                  api_description="Gate statistics of up to 2000 images: synthetic set or a zip", **MODEL)
+        run.click(DH.analyze_dataset, [source, zip_file, n, variant], outputs, api_name="analyze", **MODEL)
         saved.upload(DH.open_analysis, saved, outputs, **PRIVATE)
         for selector in (blocks, classes):
             selector.input(DH.redraw_dataset, [state, blocks, classes], [excitation, spatial], **PRIVATE)
@@ -461,12 +457,15 @@ def build() -> gr.Blocks:
             "Channel gates (SE, ECA, CBAM, BAM: one weight per channel), spatial maps (CBAM, BAM) "
             "drawn exactly over the region the model saw, and Grad-CAM as a baseline. "
             "Built-in models run offline; ImageNet variants marked ⬇ download their weights on first use.")
+        status, timer = gr.Markdown(visible=False, elem_id="preload-status"), gr.Timer(P.TICK_S)
+        timer.tick(P.status_tick, None, [status, timer], **PRIVATE, queue=False)
         with gr.Tabs():
             inspect = inspect_tab(demo, variant_choices)
             compare_tab(variant_choices)
             images_tab(variant_choices)
             dataset_tab(variant_choices)
             models_md = models_tab()
+        demo.load(P.session_variant, None, inspect.variant, **PRIVATE, queue=False)  # after a preload
         demo.load(lambda v: (L.models_table_markdown(), IH.variant_info(v)), inspect.variant,
                   [models_md, inspect.variant_md], **PRIVATE, queue=False)
     return demo
@@ -476,21 +475,8 @@ demo = build()
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="attnviz web app (host/port: GRADIO_SERVER_NAME / GRADIO_SERVER_PORT)")
-    parser.add_argument("--weights", action="append", default=[], metavar="VARIANT=FILE",
-                        help="use this local checkpoint for VARIANT instead of downloading (repeatable)")
-    args = parser.parse_args(argv)
-    for spec in args.weights:
-        name, sep, file = spec.partition("=")
-        if not sep or name not in all_variants() or not Path(file).is_file():
-            parser.error(f"--weights {spec!r}: expected VARIANT=FILE with a known variant and an existing file")
-        S.WEIGHT_FILES[name] = str(Path(file).resolve())
-    # SIGTERM (Spaces, systemd, docker stop) exits normally so atexit removes the temp outputs.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    demo.queue(default_concurrency_limit=4)
-    trim_memory_every(30.0)  # freed session memory back to the OS (see attnviz.memory)
-    demo.launch(max_file_size=S.MAX_FILE_SIZE, theme=THEME, css=CSS, show_error=True,
-                state_session_capacity=S.MAX_SESSIONS)
+    """``python app.py [--weights VARIANT=FILE] [--preload NAMES] [--mcp]``: see attnviz.app_launch."""
+    app_launch.launch(demo, argv, theme=THEME, css=CSS)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,18 @@ def _slot_value(slot: str | None, slots) -> str:
 
 def compare_variants(image, variants=COMPARE_DEFAULT, block="", opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
                      progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
-    """One image, 2–5 variants side by side."""
+    """One image on 2 to 5 variants side by side: do their predictions and attention agree?
+
+    Args:
+        image: the image (a URL or base64 data URL for MCP).
+        variants: 2 to 5 variant names, e.g. ["cbam_resnet50", "se_resnet50"].
+        block: block or stage shown for every variant (empty: each variant's deepest block).
+        opacity: overlay opacity, 0 to 1.
+        colormap: heat-map colormap.
+    Returns:
+        summary JSON (per variant: predictions, weights, the shown block; whether top-1 agrees),
+        the gate statistics along depth (one line per variant), and galleries of Grad-CAMs,
+        channel-weight charts and depth overviews, one per variant."""
     path = S.image_path(image)
     alpha, cmap = S.check_style(opacity, colormap)
     names = list(dict.fromkeys(variants or []))
@@ -137,7 +148,15 @@ def _column_outputs(r: Inspection, name: str, views: L.InspectViews, b, folder: 
 
 def compare_images(images, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT, progress=gr.Progress(track_tqdm=True),
                    request: gr.Request = None):
-    """2–8 images on one variant: per-block channel-weight profiles and their similarity."""
+    """2 to 8 images on one variant: per-block channel-weight profiles and how similar they are.
+
+    Args:
+        images: 2 to 8 image files (URLs or base64 data URLs for MCP).
+        variant: model variant name with channel attention (see /inspect).
+    Returns:
+        summary JSON (each image's predictions, the blocks, cosine and Pearson similarity per
+        block), the similarity-by-depth chart, every block's profile heat map, and thumbnails of
+        the images as the model saw them with their top-1."""
     paths = [str(p) for p in (images or []) if p]
     if not 2 <= len(paths) <= L.MAX_COMPARE_IMAGES:
         raise gr.Error(f"Upload 2 to {L.MAX_COMPARE_IMAGES} images ({L.ACCEPTED_TEXT}) to compare "

@@ -36,7 +36,17 @@ def _dataset_outputs(v: D.DatasetViews) -> tuple:
 
 def analyze_dataset(source=DATASET_SOURCES[0], zip_file=None, n_images=200, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT,
                     progress=gr.Progress()):
-    """Gate statistics of up to 2000 images (the built-in synthetic set or an uploaded zip)."""
+    """Gate statistics of a set of images (SENet's class-wise excitation analysis).
+
+    Args:
+        source: "Built-in synthetic set", or "Uploaded zip of images" (then zip_file).
+        zip_file: zip of images, one subfolder per class or loose.
+        n_images: how many images to analyse, 1 to 2000.
+        variant: model variant name (see /inspect).
+    Returns:
+        summary JSON, mean excitation per channel by class, class-specificity and saturation
+        along depth, the mean spatial gate by class, the analysis file (.npz), and the block and
+        class choices."""
     try:
         n = int(n_images)
     except (TypeError, ValueError):

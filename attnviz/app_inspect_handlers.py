@@ -47,9 +47,19 @@ def _inspect_outputs(result: Inspection, alpha: float, cmap: str, stem: str, req
 
 def inspect_image(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
                   weights=None, progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
-    """Inspect one image with one variant (optionally with an uploaded checkpoint of that
-    variant's architecture): top-5, Grad-CAM, every spatial map, the channel gates' depth
-    overview and statistics, and the summary JSON (every block's gate statistics)."""
+    """Inspect one image with one ResNet variant: what it predicts and what its attention blocks do.
+
+    Args:
+        image: the image (PNG, JPEG, WebP, GIF, BMP or TIFF; a URL or base64 data URL for MCP).
+        variant: model variant name, e.g. cbam_resnet50, se_resnet50, eca_resnet50, bam_resnet50,
+            resnet50 (ImageNet) or shapes_cbam_resnet (built-in, trained on 8 synthetic shapes).
+        opacity: overlay opacity of the heat maps, 0 to 1.
+        colormap: heat-map colormap, e.g. jet, viridis, inferno, magma, turbo.
+        weights: optional checkpoint file of the variant's architecture, used instead of its weights.
+    Returns:
+        summary JSON (variant, weights, predictions, every block's gate statistics), the top-5
+        labels with probabilities, the Grad-CAM overlay, the spatial-attention maps by stage, the
+        channel gates' depth overview and their mean/std/entropy along depth."""
     path = S.image_path(image)
     alpha, cmap = S.check_style(opacity, colormap)
     loaded = S.load_variant(variant, progress, weights=weights)
@@ -60,7 +70,7 @@ def inspect_image(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colorma
 
 def inspect_example(image, variant=EXAMPLE_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
                     progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
-    """A clicked example: the built-in model's own weights, whatever checkpoint is uploaded."""
+    """A clicked example, on the selected variant's own weights (whatever checkpoint is uploaded)."""
     return inspect_image(image, variant, opacity, colormap, None, progress, request)
 
 
@@ -101,8 +111,17 @@ def select_chart(block, state):
 
 def inspect_files(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
                   weights=None, progress=gr.Progress(track_tqdm=True)):
-    """The downloads of one inspection for API clients: figures zip (lossless PNGs), summary JSON
-    and the raw arrays (NPZ), as ``attnviz inspect`` writes them."""
+    """The files of one inspection, as `python -m attnviz inspect` writes them.
+
+    Args:
+        image: the image (PNG, JPEG, WebP, GIF, BMP or TIFF; a URL or base64 data URL for MCP).
+        variant: model variant name (see /inspect).
+        opacity: overlay opacity of the figures, 0 to 1.
+        colormap: heat-map colormap of the figures.
+        weights: optional checkpoint file of the variant's architecture.
+    Returns:
+        three files: the figures as a zip of lossless PNGs, the summary JSON and the raw arrays
+        (NPZ: logits, probs, channel/<block>, spatial/<block>, gradcam)."""
     path = S.image_path(image)
     alpha, cmap = S.check_style(opacity, colormap)
     result = S.inspect_one(path, S.load_variant(variant, progress, weights=weights))
@@ -136,9 +155,19 @@ def _intervene_one(path: str, loaded: LoadedModel, interventions: dict) -> Inspe
 
 def intervene_image(image, variant=DEFAULT_VARIANT, blocks=(IV.ALL,), replacement="identity", k=8,
                     opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP, progress=gr.Progress(track_tqdm=True)):
-    """Run one image with and without an intervention on attention blocks (blocks: names or
-    "all"; replacement: identity, mean, top-k knockout, bottom-k knockout): the deltas, the top-5
-    before and after, Grad-CAM before and after (both for the plain model's top-1) and a JSON summary."""
+    """Run one image with and without an intervention on the variant's attention blocks.
+
+    Args:
+        image: the image (a URL or base64 data URL for MCP).
+        variant: model variant name (see /inspect).
+        blocks: block names (e.g. layer4.0), or ["all"] for every attention block.
+        replacement: identity (block removed), mean (gate's mean), top-k knockout or bottom-k knockout.
+        k: channels knocked out per block by the knockouts.
+        opacity: overlay opacity, 0 to 1.
+        colormap: heat-map colormap.
+    Returns:
+        the deltas as text, the top-5 before and after, Grad-CAM before and after (both for the
+        unmodified model's top-1 class) and a JSON summary (top-1 change, probability delta, KL)."""
     path = S.image_path(image)
     alpha, cmap = S.check_style(opacity, colormap)
     try:
@@ -180,8 +209,18 @@ def _drill_one(path: str, loaded: LoadedModel, block: str, channel: int | None):
 
 def drilldown_image(image, variant=DEFAULT_VARIANT, block="", channel=-1, opacity=DEFAULT_ALPHA,
                     colormap=DEFAULT_CMAP, progress=gr.Progress(track_tqdm=True)):
-    """One channel of one block (channel -1: its highest gate): its feature map entering and
-    leaving the block on the model's view, and the block's top-8 channels as a grid."""
+    """One channel of one attention block: its feature map entering and leaving the block.
+
+    Args:
+        image: the image (a URL or base64 data URL for MCP).
+        variant: model variant name (see /inspect).
+        block: block name, e.g. layer4.2 (the /inspect summary lists them).
+        channel: channel index, or -1 for the block's highest gate.
+        opacity: overlay opacity, 0 to 1.
+        colormap: heat-map colormap.
+    Returns:
+        a text with the channel's gate, the feature map entering and leaving the block on the
+        model's view, and the block's top-8 channels by gate as a grid."""
     path = S.image_path(image)
     alpha, cmap = S.check_style(opacity, colormap)
     if not block:

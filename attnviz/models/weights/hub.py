@@ -408,9 +408,9 @@ def resolve_file(source: WeightsSource, *, download: bool = True, progress: bool
     ``hf_hub_download``. ``on_progress(bytes, total_or_None)`` is called as bytes arrive.
     SHA-256 (full, the prefix in a ``download.pytorch.org`` file name, or the hub's LFS
     SHA-256) and pytorchcv's SHA-1 are verified; a mismatching file is deleted and
-    :class:`WeightsError` raised: the cache never holds a partial or unverified file. When the file is not cached and cannot be
-    downloaded, :class:`WeightsUnavailableError` says what was tried, where it looked and
-    how to get the file.
+    :class:`WeightsError` raised: the cache never holds a partial or unverified file. When the
+    file is not cached and cannot be downloaded, :class:`WeightsUnavailableError` says what was
+    tried, where it looked and how to get the file.
     """
     if source.path is not None:
         if not source.path.is_file():
