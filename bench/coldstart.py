@@ -156,7 +156,8 @@ def one_start(case: str, root: Path, image: Path, standin: HubStandIn) -> dict:
         if case == "prefetch":
             row["switch_s"] = app.wait_log(rf"preload {HUB_VARIANT} ready")
         t = time.perf_counter()
-        summary = app.inspect(image)
+        # the API's default variant is the one of the start; after the switch, name the new one
+        summary = app.inspect(image, HUB_VARIANT if case == "prefetch" else None)
         row["inspect_s"] = time.perf_counter() - app.t0
         row["first_inspect_only_s"] = time.perf_counter() - t
         row["variant"] = summary["variant"]
@@ -242,10 +243,12 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="attnviz-coldstart-") as tmp:
         root = Path(tmp)
         image = scene(root)
-        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs; cold starts:", flush=True)
+        print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+              "cold starts:", flush=True)
         rows = cold_starts(root, image, args.repeats, args.cases.split(","))
         rss = [] if args.skip_rss else rss_per_variant(root, image, args.rss_variants.split(","))
     report(rows, rss)
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} (other jobs on the machine slow every start)")
 
 
 if __name__ == "__main__":
