@@ -33,7 +33,6 @@ from attnviz import app_logic as L
 from attnviz import app_server as S
 from attnviz.memory import trim_memory_every
 from attnviz.app_server import COMPARE_DEFAULT, DEFAULT_ALPHA, DEFAULT_CMAP, DEFAULT_VARIANT, EXAMPLE_VARIANT
-from attnviz.models import variants as all_variants
 from attnviz.render import COLORMAPS
 
 ROOT = Path(__file__).resolve().parent
@@ -163,8 +162,8 @@ def _inspect_outputs() -> InspectOutputs:
     # custom values: a session the server dropped still sends its choice and gets
     # the "run it again" message, not Gradio's "not in the list of choices"
     block = gr.Dropdown([], label="Block", interactive=True, allow_custom_value=True, elem_id="inspect-block")
-    block_chart = chart("Channel weights of the selected block (sorted; top channels labelled)",
-                        elem_id="inspect-chart")
+    block_chart = chart("Channel weights of the selected block (sorted; top channels labelled; "
+                        "click a bar to see that channel's feature map)", elem_id="inspect-chart")
     with gr.Accordion("All blocks' channel charts", open=False):
         charts = gallery(label="Channel weights, one chart per block", columns=2)
     files = gr.File(label="Downloads: figures (zip), summary (JSON), raw arrays (NPZ)",
@@ -223,11 +222,12 @@ def inspect_tab(demo: gr.Blocks, variant_choices: list) -> InspectInputs:
                 inputs = _inspect_inputs(variant_choices)
             with gr.Column(scale=2):
                 outputs = _inspect_outputs()
-        main_outputs, then_extras = _inspect_events(inputs, outputs, kept_state())
+        state = kept_state()
+        main_outputs, then_extras = _inspect_events(inputs, outputs, state)
         with inputs.examples:
             _inspect_examples(inputs, main_outputs, then_extras)
         intervene_panel(demo, inputs)
-        drilldown_panel(demo, inputs)
+        drilldown_panel(demo, inputs, outputs, state)
     return inputs
 
 
@@ -265,10 +265,11 @@ def intervene_panel(demo: gr.Blocks, i: InspectInputs) -> None:
     demo.load(IH.intervene_blocks, i.variant, blocks, **PRIVATE, queue=False)
 
 
-def drilldown_panel(demo: gr.Blocks, i: InspectInputs) -> None:
-    """One channel's feature map before and after its block, on the Inspect tab's image and variant."""
+def drilldown_panel(demo: gr.Blocks, i: InspectInputs, o: InspectOutputs, state: gr.State) -> None:
+    """One channel's feature map before and after its block, on the Inspect tab's image and
+    variant; a click on a bar of the selected block's chart opens it on that channel."""
     with gr.Accordion("Channel drill-down: one channel's feature map before and after its block",
-                      open=False, elem_id="drilldown-panel"):
+                      open=False, elem_id="drilldown-panel") as panel:
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 block = gr.Dropdown([], label="Block", allow_custom_value=True, elem_id="drilldown-block")
@@ -287,6 +288,8 @@ def drilldown_panel(demo: gr.Blocks, i: InspectInputs) -> None:
     run.click(IH.drilldown_image, [i.image, i.variant, block, channel, i.alpha, i.cmap],
               [text, before, after, grid], api_name="drilldown",
               api_description="One channel's feature map before/after its block, and the top-8", **MODEL)
+    o.chart.select(IH.drilldown_clicked, [state, o.block, i.image, i.alpha, i.cmap],
+                   [panel, block, channel, text, before, after, grid], **PRIVATE, **MODEL)
     i.variant.change(IH.drilldown_blocks, i.variant, block, **PRIVATE, queue=False)
     demo.load(IH.drilldown_blocks, i.variant, block, **PRIVATE, queue=False)
 
@@ -480,11 +483,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--weights", action="append", default=[], metavar="VARIANT=FILE",
                         help="use this local checkpoint for VARIANT instead of downloading (repeatable)")
     args = parser.parse_args(argv)
-    for spec in args.weights:
-        name, sep, file = spec.partition("=")
-        if not sep or name not in all_variants() or not Path(file).is_file():
-            parser.error(f"--weights {spec!r}: expected VARIANT=FILE with a known variant and an existing file")
-        S.WEIGHT_FILES[name] = str(Path(file).resolve())
+    try:
+        S.use_weight_files(args.weights)
+    except ValueError as exc:
+        parser.error(str(exc))
     # SIGTERM (Spaces, systemd, docker stop) exits normally so atexit removes the temp outputs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     demo.queue(default_concurrency_limit=4)

@@ -55,12 +55,23 @@ def overlay_jobs(
     return jobs
 
 
-def channel_chart(result: Inspection, block: str) -> Image.Image:
-    """The bar chart of one block's channel gate (``channels_<block>.png`` of :func:`figures`)."""
+def _channel_chart_args(result: Inspection, block: str) -> tuple[np.ndarray, str]:
     b = result.block(block)
     if b.channel is None:
         raise ValueError(f"block {block!r} has no channel gate")
-    return render.channel_bar_chart(b.channel, title=f"{result.variant} · {b.name} ({b.kind}) · {b.channel.size} channels")
+    return b.channel, f"{result.variant} · {b.name} ({b.kind}) · {b.channel.size} channels"
+
+
+def channel_chart(result: Inspection, block: str) -> Image.Image:
+    """The bar chart of one block's channel gate (``channels_<block>.png`` of :func:`figures`)."""
+    weights, title = _channel_chart_args(result, block)
+    return render.channel_bar_chart(weights, title=title)
+
+
+def channel_chart_layout(result: Inspection, block: str) -> render.ChannelBarLayout:
+    """Where :func:`channel_chart` puts each channel: ``.channel_at(x, y)`` of a pixel of it."""
+    weights, title = _channel_chart_args(result, block)
+    return render.channel_bar_layout(weights, title=title)
 
 
 def depth_overview(result: Inspection) -> Image.Image:
