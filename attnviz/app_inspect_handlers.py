@@ -86,10 +86,10 @@ def after_inspect(state, current):
     result = S.kept_result(state, "Inspect")
     if result is None:
         return gr.skip(), gr.skip(), gr.skip()
-    names = [b.name for b in result.channel_blocks]
+    names = L.chart_blocks(result)
     block = current if current in names else (names[-1] if names else None)
     dd = gr.update(choices=names, value=block, interactive=bool(names),
-                   info=None if names else "this model has no channel attention")
+                   info=None if names else "this model has no channel or branch attention")
     return dd, L.block_chart(result, block, state["folder"]), _weights_in_use(result)
 
 

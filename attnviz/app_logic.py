@@ -276,12 +276,20 @@ def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, color
                         spatial=spatial, overview=overview, stats=stats)
 
 
+def chart_blocks(result: Inspection) -> list[str]:
+    """Blocks that have a chart of their own, in model order: a channel gate's bars, or the
+    branch weights of selection attention (SK, ResNeSt)."""
+    return [b.name for b in result.blocks if b.channel is not None or b.branches is not None]
+
+
 def block_chart(result: Inspection, block: str | None, folder: Path) -> str | None:
-    """The channel-weight bar chart of ``block`` as a PNG file (None: no such channel block)."""
-    names = [b.name for b in result.channel_blocks]
-    if block not in names:
+    """The chart of ``block`` as a PNG file: its channel-weight bars, or for selection attention
+    its branch weights (None: no such block)."""
+    if block not in chart_blocks(result):
         return None
     folder.mkdir(parents=True, exist_ok=True)
+    if result.block(block).channel is None:
+        return save_png(export.branch_chart(result, block), folder / f"branches_{safe_stem(block)}.png")
     return save_png(export.channel_chart(result, block), folder / f"channels_{safe_stem(block)}.png")
 
 

@@ -74,17 +74,29 @@ def channel_chart_layout(result: Inspection, block: str) -> render.ChannelBarLay
     return render.channel_bar_layout(weights, title=title)
 
 
+def branch_chart(result: Inspection, block: str) -> Image.Image:
+    """Selection weights of one SK / ResNeSt block (``branches_<block>.png`` of :func:`figures`):
+    each channel's split between the kernel branches, then one bar chart per branch."""
+    b = result.block(block)
+    if b.branches is None:
+        raise ValueError(f"block {block!r} has no branch weights")
+    k, c = b.branches.shape
+    return render.branch_figure(b.branches, title=f"{result.variant} · {b.name} ({b.kind}) · {k} branches × {c} channels")
+
+
 def depth_overview(result: Inspection) -> Image.Image:
     """Every channel gate at a glance (blocks × channels), ``depth_overview.png`` of :func:`figures`."""
     return render.depth_overview([(b.name, b.channel) for b in result.channel_blocks])
 
 
 def chart_figures(result: Inspection) -> dict[str, Image.Image]:
-    """The chart figures by file name: one bar chart per channel gate and the depth overview."""
+    """The chart figures by file name: one bar chart per channel gate, the depth overview, and
+    the branch weights of each selection-attention block."""
     channel_blocks = result.channel_blocks
     out = {f"channels_{b.name}.png": channel_chart(result, b.name) for b in channel_blocks}
     if channel_blocks:
         out["depth_overview.png"] = depth_overview(result)
+    out.update({f"branches_{b.name}.png": branch_chart(result, b.name) for b in result.branch_blocks})
     return out
 
 
