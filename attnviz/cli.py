@@ -143,7 +143,6 @@ def _inspect(args: argparse.Namespace) -> int:
         return setup
     loaded, interventions = setup
     batch_size = args.batch_size or (16 if loaded.device.type == "cuda" else 1)
-    stems = unique_stems(args.images)
     failed = 0
     pending: list[tuple[str, object]] = []
     progress = tqdm(total=len(args.images), unit="img", disable=len(args.images) < 2 or args.quiet,
@@ -174,7 +173,7 @@ def _inspect(args: argparse.Namespace) -> int:
         progress.update(len(pending))
         pending.clear()
 
-    for path, stem in zip(args.images, stems):
+    for path, stem in zip(args.images, unique_stems(args.images)):
         try:
             prepared = prepare(path, loaded.preprocess)
         except ImageLoadError as e:

@@ -68,9 +68,10 @@ class Variant:
     classes: tuple[str, ...] | None = None  # None: the ImageNet-1k classes
     builtin: bool = False
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
-    #: Where the variant comes from: ``"imagenet"`` (the zoo above), ``"builtin"`` (``checkpoints/``),
-    #: ``"folder"`` (a models folder), ``"file"`` (a self-describing ``--weights`` file) or ``"timm"``.
-    origin: Literal["imagenet", "builtin", "folder", "file", "timm"] = "imagenet"
+    #: Where the variant comes from: ``"imagenet"`` (the zoo below), ``"builtin"`` (``checkpoints/``),
+    #: ``"folder"`` (a models folder), ``"file"`` (a self-describing ``--weights`` file), ``"timm"``
+    #: (``timm:NAME``) or ``"custom"`` (made in code, e.g. by ``wrap_model``).
+    origin: Literal["imagenet", "builtin", "folder", "file", "timm", "custom"] = "custom"
 
     def build(self) -> nn.Module:
         """The architecture at random init (no weights)."""
@@ -110,6 +111,7 @@ _IMAGENET_256 = PreprocessConfig(input_size=224, resize_size=256, interpolation=
 IMAGENET_VARIANTS: tuple[Variant, ...] = (
     Variant(
         name="resnet50",
+        origin="imagenet",
         block="none",
         description="Plain ResNet-50 (baseline), torchvision's IMAGENET1K_V2 weights",
         arch={"depth": 50},
@@ -124,6 +126,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="se_resnet50",
+        origin="imagenet",
         block="se",
         description="SE-ResNet-50, the SENet authors' Caffe model (stride in 1×1 conv)",
         arch={"depth": 50, "attn": "se", "stride_in_1x1": True, "stem_pool": "max_ceil"},
@@ -138,6 +141,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="seresnet50",
+        origin="imagenet",
         block="se",
         description="SE-ResNet-50 retrained by timm (seresnet50.ra2_in1k), a second SE choice",
         arch={"model_name": "seresnet50"},
@@ -154,6 +158,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="eca_resnet50",
+        origin="imagenet",
         block="eca",
         description="ECA-ResNet-50, the ECA-Net authors' eca_resnet50_k3557 (k = 3, 5, 5, 7)",
         arch={
@@ -183,6 +188,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="ecaresnet50d",
+        origin="imagenet",
         block="eca",
         description="ECA-ResNet-50-D by timm (ecaresnet50d.miil_in1k): deep stem, a second ECA choice",
         arch={"model_name": "ecaresnet50d"},
@@ -199,6 +205,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="cbam_resnet50",
+        origin="imagenet",
         block="cbam",
         description="CBAM-ResNet-50, the CBAM authors' weights as mirrored by pytorchcv",
         arch={"depth": 50, "attn": "cbam"},
@@ -214,6 +221,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="bam_resnet50",
+        origin="imagenet",
         block="bam",
         description="BAM-ResNet-50, the BAM authors' weights as mirrored by pytorchcv",
         arch={"depth": 50, "attn": "bam"},
