@@ -3,6 +3,7 @@ classes, preprocessing, provenance), so ``--weights FILE`` alone is enough; mode
 variants beside the built-ins; the trainer's offline error is one line."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -20,7 +21,7 @@ import attnviz
 from attnviz import train
 from attnviz.cli import main as cli_main
 from attnviz.models import zoo
-from attnviz.models.descriptions import DESCRIPTION_KEY, provenance, variant_from_description
+from attnviz.models.descriptions import DESCRIPTION_KEY, provenance
 from attnviz.models.loading import clear_cache
 from attnviz.models.resnet import AttentionResNet
 from attnviz.models.weights import read_safetensors_metadata
@@ -60,7 +61,7 @@ def trained(tmp_path_factory) -> Path:
     _image_folder(tmp / "fruit")
     torch.manual_seed(0)
     torch.save(torchvision.models.resnet18().state_dict(), tmp / "resnet18.pth")
-    parser = __import__("argparse").ArgumentParser()
+    parser = argparse.ArgumentParser()
     train.add_arguments(parser)
     args = parser.parse_args([
         "--imagefolder", str(tmp / "fruit"), "--arch", "resnet18", "--variants", "se", "--backbone-weights",
@@ -260,3 +261,12 @@ def test_train_offline_without_backbone_weights_is_one_line(trained, tmp_path):
     assert err.count("\n") == 0 and "Traceback" not in err, err
     assert err.startswith("error: torchvision's resnet18 ImageNet weights") and "--backbone-weights FILE" in err
     assert "--backbone-weights none" in err and not list((tmp_path / "out").glob("*.safetensors"))
+
+
+def test_backbone_none_cannot_be_frozen(trained, tmp_path):
+    parser = argparse.ArgumentParser()
+    train.add_arguments(parser)
+    args = parser.parse_args(["--imagefolder", str(trained.parents[1] / "fruit"), "--arch", "resnet18",
+                              "--backbone-weights", "none", "--freeze-backbone", "--out", str(tmp_path)])
+    with pytest.raises(SystemExit, match="--freeze-backbone needs pretrained --backbone-weights"):
+        train.run(args)

@@ -70,9 +70,10 @@ def _checked_preprocess(meta: dict[str, Any], where: str) -> PreprocessConfig:
         raise _fail(where, f"its description's 'preprocess' is not valid; {accepted}")
     try:
         config = PreprocessConfig(**{**pre, **{k: tuple(float(x) for x in pre[k]) for k in ("mean", "std") if k in pre}})
-        config.resample  # noqa: B018  (raises for an unknown interpolation)
+        if config.interpolation not in ("bilinear", "bicubic"):
+            raise ValueError(f"interpolation {config.interpolation!r}")
         if len(config.mean) != 3 or len(config.std) != 3 or config.input_size > config.resize_size:
-            raise ValueError("bad sizes or channel count")
+            raise ValueError("sizes or channel count")
     except (TypeError, ValueError) as e:
         raise _fail(where, f"its description's 'preprocess' is not valid ({e}); {accepted}") from None
     return config
@@ -127,7 +128,9 @@ def variant_from_description(meta: Any, *, where: str, weights_path: Path, name:
         arch=arch, preprocess=_checked_preprocess(meta, where), classes=classes, builtin=builtin, origin=origin,
         weights=WeightsSource(
             format="attnviz", description=source, license=str(meta.get("license", "CC0-1.0")), path=weights_path,
-            reported_top1=round(100 * acc, 2) if isinstance(acc, (int, float)) else None,
+            # Only the built-ins' accuracy goes here: UIs label this figure by origin, and for the user's
+            # own models it is already in the description (their own validation set, not ImageNet's).
+            reported_top1=round(100 * acc, 2) if builtin and isinstance(acc, (int, float)) else None,
         ),
         metadata=meta,
     )
@@ -138,7 +141,7 @@ def variant_from_sidecar(sidecar: Path, *, origin: str = "builtin", name: str | 
     try:
         meta = json.loads(sidecar.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _fail(str(sidecar), f"not a readable JSON sidecar ({e}); expected an {CHECKPOINT_FORMAT} description")
+        raise _fail(str(sidecar), f"not a readable JSON sidecar ({e}); expected an {CHECKPOINT_FORMAT} description") from None
     return variant_from_description(meta, where=str(sidecar), weights_path=sidecar.with_suffix(".safetensors"),
                                     name=name, origin=origin)
 
