@@ -9,7 +9,6 @@ ImageNet's when the head is an ImageNet head, else ``class N``.
 from __future__ import annotations
 
 import difflib
-import math
 import re
 from dataclasses import replace
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 
 from ..preprocess import PreprocessConfig
+from .timm_data import preprocess_from_data_config
 from .weights.errors import WeightsUnavailableError
 from .zoo import Variant, WeightsSource
 
@@ -44,24 +44,11 @@ def _pretrained_cfg(model_name: str) -> dict[str, Any]:
     return cfg.to_dict() if cfg is not None else {}
 
 
-def timm_preprocess(pretrained_cfg: dict[str, Any]) -> PreprocessConfig:
-    """The model's preprocessing from timm's data config (input size, crop fraction, interpolation,
-    mean/std). Only a centre crop is drawn: timm's rarer ``squash``/``border`` crop modes are
-    approximated by it.
-
-    Note for the merge: ``wrap_model`` is gaining the same reading of timm's data config for
-    models given as modules; the two should become one function.
-    """
+def _preprocess(pretrained_cfg: dict[str, Any]) -> PreprocessConfig:
     from timm.data import resolve_data_config
 
-    data = resolve_data_config({}, pretrained_cfg=pretrained_cfg or {"input_size": (3, 224, 224)})
-    size = int(data["input_size"][-1])
-    crop = float(data.get("crop_pct") or 0.875)
-    return PreprocessConfig(
-        input_size=size, resize_size=max(size, math.floor(size / crop)),  # as timm's eval transform
-        mean=tuple(float(x) for x in data["mean"]), std=tuple(float(x) for x in data["std"]),
-        interpolation="bicubic" if data.get("interpolation") == "bicubic" else "bilinear",
-    )
+    return preprocess_from_data_config(
+        resolve_data_config({}, pretrained_cfg=pretrained_cfg or {"input_size": (3, 224, 224)}))
 
 
 def timm_class_names(pretrained_cfg: dict[str, Any]) -> tuple[str, ...] | None:
@@ -113,7 +100,7 @@ def timm_variant(model_name: str) -> Variant:
     return Variant(
         name=f"{TIMM_PREFIX}{model_name}", block="custom", family="timm", origin="timm",
         description=f"timm {model_name} (attention modules found when it is inspected)",
-        arch={"model_name": model_name}, preprocess=timm_preprocess(cfg), weights=source,
+        arch={"model_name": model_name}, preprocess=_preprocess(cfg), weights=source,
         classes=timm_class_names(cfg), metadata={"pretrained_cfg": cfg},
     )
 
