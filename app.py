@@ -164,8 +164,8 @@ def _inspect_outputs() -> InspectOutputs:
     # custom values: a session the server dropped still sends its choice and gets
     # the "run it again" message, not Gradio's "not in the list of choices"
     block = gr.Dropdown([], label="Block", interactive=True, allow_custom_value=True, elem_id="inspect-block")
-    block_chart = chart("Channel weights of the selected block (sorted; top channels labelled)",
-                        elem_id="inspect-chart")
+    block_chart = chart("Channel weights of the selected block (sorted; top channels labelled; "
+                        "click a bar to see that channel's feature map)", elem_id="inspect-chart")
     with gr.Accordion("All blocks' channel charts", open=False):
         charts = gallery(label="Channel weights, one chart per block", columns=2)
     files = gr.File(label="Downloads: figures (zip), summary (JSON), raw arrays (NPZ)",
@@ -223,11 +223,12 @@ def inspect_tab(demo: gr.Blocks, variant_choices: list) -> InspectInputs:
                 inputs = _inspect_inputs(variant_choices)
             with gr.Column(scale=2):
                 outputs = _inspect_outputs()
-        main_outputs, then_extras = _inspect_events(inputs, outputs, kept_state())
+        state = kept_state()
+        main_outputs, then_extras = _inspect_events(inputs, outputs, state)
         with inputs.examples:
             _inspect_examples(inputs, outputs, main_outputs, then_extras)
         intervene_panel(demo, inputs)
-        drilldown_panel(demo, inputs)
+        drilldown_panel(demo, inputs, outputs, state)
     return inputs
 
 
@@ -264,10 +265,11 @@ def intervene_panel(demo: gr.Blocks, i: InspectInputs) -> None:
     demo.load(IH.intervene_blocks, i.variant, blocks, **PRIVATE, queue=False)
 
 
-def drilldown_panel(demo: gr.Blocks, i: InspectInputs) -> None:
-    """One channel's feature map before and after its block, on the Inspect tab's image and variant."""
+def drilldown_panel(demo: gr.Blocks, i: InspectInputs, o: InspectOutputs, state: gr.State) -> None:
+    """One channel's feature map before and after its block, on the Inspect tab's image and
+    variant; a click on a bar of the selected block's chart opens it on that channel."""
     with gr.Accordion("Channel drill-down: one channel's feature map before and after its block",
-                      open=False, elem_id="drilldown-panel"):
+                      open=False, elem_id="drilldown-panel") as panel:
         with gr.Row():
             with gr.Column(scale=1, min_width=300):
                 block = gr.Dropdown([], label="Block", allow_custom_value=True, elem_id="drilldown-block")
@@ -285,6 +287,8 @@ def drilldown_panel(demo: gr.Blocks, i: InspectInputs) -> None:
                                 interactive=False, elem_id="drilldown-grid")
     run.click(IH.drilldown_image, [i.image, i.variant, block, channel, i.alpha, i.cmap],
               [text, before, after, grid], api_name="drilldown", **MODEL)
+    o.chart.select(IH.drilldown_clicked, [state, o.block, i.image, i.alpha, i.cmap],
+                   [panel, block, channel, text, before, after, grid], **PRIVATE, **MODEL)
     i.variant.change(IH.drilldown_blocks, i.variant, block, **PRIVATE, queue=False)
     demo.load(IH.drilldown_blocks, i.variant, block, **PRIVATE, queue=False)
 

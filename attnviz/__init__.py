@@ -16,8 +16,8 @@ from .inspection import (
     BlockResult, ChannelStats, Inspection, Prediction, SpatialStats, inspect, inspect_batch,
 )
 from .models import (
-    AttentionResNet, LoadedModel, Variant, WeightsError, WeightsUnavailableError,
-    default_variant_name, get_variant, load_model, variants, wrap_model,
+    AttentionResNet, LoadedModel, Variant, WeightsError, WeightsUnavailableError, add_models_dir,
+    default_variant_name, get_variant, load_model, variant_from_weights_file, variants, wrap_model,
 )
 from .inputs import ImageLoadError
 from .preprocess import PreprocessConfig
@@ -43,7 +43,7 @@ __all__ = [
     "Prediction", "PreprocessConfig", "SpatialAttention", "SpatialStats", "SqueezeExcite",
     "Variant", "WeightsError", "WeightsUnavailableError", "capture", "create_block",
     "default_variant_name", "find_gates", "get_variant", "gradcam", "inspect", "inspect_batch",
-    "load_model", "variants", "wrap_model", "__version__",
+    "load_model", "variants", "wrap_model", "__version__", "add_models_dir", "variant_from_weights_file",
     "ChannelKnockout", "ChannelMap", "DeletionCurves", "InterventionEffect", "SanityReport",
     "cascading_randomization", "channel_deletion", "intervene",
 ]

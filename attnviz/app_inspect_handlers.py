@@ -11,6 +11,7 @@ from pathlib import Path
 import gradio as gr
 
 from . import app_drilldown as DD
+from . import export
 from . import app_intervene as IV
 from . import app_logic as L
 from . import app_server as S
@@ -95,10 +96,10 @@ def after_inspect(state, current):
     result = S.kept_result(state, "Inspect")
     if result is None:
         return gr.skip(), gr.skip(), gr.skip()
-    names = [b.name for b in result.channel_blocks]
+    names = L.chart_blocks(result)
     block = current if current in names else (names[-1] if names else None)
     dd = gr.update(choices=names, value=block, interactive=bool(names),
-                   info=None if names else "this model has no channel attention")
+                   info=None if names else "this model has no channel or branch attention")
     return dd, L.block_chart(result, block, state["folder"]), _weights_in_use(result)
 
 
@@ -239,3 +240,19 @@ def drilldown_blocks(variant):
     except KeyError:
         names = []
     return gr.update(choices=names, value=names[-1] if names else None)
+
+
+def drilldown_clicked(state, block, image, opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
+                      evt: gr.SelectData = None, progress=gr.Progress(track_tqdm=True)):
+    """A click on the selected block's channel chart: the drill-down of the channel under the
+    pointer (same layout as the drawn chart), opened in its panel."""
+    result = S.kept_result(state, "Inspect", expected=True)
+    if result is None or evt is None or not block or block not in {b.name for b in result.channel_blocks}:
+        return (gr.skip(),) * 7
+    x, y = evt.index[:2]
+    channel = export.channel_chart_layout(result, block).channel_at(x + 0.5, y + 0.5)
+    if channel is None:
+        gr.Info("Click on a bar of the chart to see that channel's feature map.")
+        return (gr.skip(),) * 7
+    views = drilldown_image(image, result.variant, block, channel, opacity, colormap, progress)
+    return (gr.update(open=True), block, channel, *views)

@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
@@ -25,7 +24,6 @@ import gradio as gr
 from . import app_server as S
 from .memory import trim_memory_every
 from .models import preload
-from .models import variants as all_variants
 
 _TRUE, _FALSE = ("1", "on", "yes", "true"), ("0", "off", "no", "false")
 
@@ -97,11 +95,10 @@ def configure(argv: list[str] | None = None) -> dict[str, Any]:
     """Parse the flags, register ``--weights`` files and start the preload; the launch options."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    for spec in args.weights:
-        name, sep, file = spec.partition("=")
-        if not sep or name not in all_variants() or not Path(file).is_file():
-            parser.error(f"--weights {spec!r}: expected VARIANT=FILE with a known variant and an existing file")
-        S.WEIGHT_FILES[name] = str(Path(file).resolve())
+    try:
+        S.use_weight_files(args.weights)
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         names = preload.parse_names(args.preload, what="--preload") if args.preload is not None else None
         names = preload.parse_names(os.environ.get(preload.ENV)) if names is None else names

@@ -63,10 +63,15 @@ def is_local(v: Variant) -> bool:
     return W.is_available(v.weights)
 
 
+#: How the app names where a variant comes from (:attr:`attnviz.models.Variant.origin`).
+ORIGIN_LABELS = {"imagenet": "ImageNet", "builtin": "built-in", "folder": "your model", "file": "your checkpoint",
+                 "timm": "timm", "custom": "custom"}
+
+
 def variant_label(v: Variant) -> str:
     """Dropdown label: name, block, family and whether the weights are on this machine."""
     block = v.block.upper() if v.block not in ("none", "spatial") else ("plain" if v.block == "none" else v.block)
-    family = "built-in" if v.builtin else "ImageNet"
+    family = ORIGIN_LABELS.get(v.origin, v.origin)
     mark = "" if is_local(v) else " · ⬇ not on this machine (downloads on first use)"
     return f"{v.name} — {block} · {family}{mark}"
 
@@ -79,7 +84,11 @@ def top1_text(v: Variant) -> str:
     t = v.weights.reported_top1
     if t is None:
         return "n/a"
-    return f"{t:.1f}% ({'synthetic-shapes validation' if v.builtin else 'ImageNet val, as reported'})"
+    if v.origin == "builtin":  # checkpoints/ (or $ATTNVIZ_CHECKPOINTS): the training run's own validation
+        where = "synthetic-shapes validation" if "synthetic shapes" in v.description else "its own validation set"
+    else:
+        where = "ImageNet val, as reported" if v.origin == "imagenet" else "as reported"
+    return f"{t:.1f}% ({where})"
 
 
 def variant_markdown(name: str | None) -> str:
@@ -276,12 +285,20 @@ def inspect_views(result: Inspection, folder: Path, *, alpha: float = 0.5, color
                         spatial=spatial, overview=overview, stats=stats)
 
 
+def chart_blocks(result: Inspection) -> list[str]:
+    """Blocks that have a chart of their own, in model order: a channel gate's bars, or the
+    branch weights of selection attention (SK, ResNeSt)."""
+    return [b.name for b in result.blocks if b.channel is not None or b.branches is not None]
+
+
 def block_chart(result: Inspection, block: str | None, folder: Path) -> str | None:
-    """The channel-weight bar chart of ``block`` as a PNG file (None: no such channel block)."""
-    names = [b.name for b in result.channel_blocks]
-    if block not in names:
+    """The chart of ``block`` as a PNG file: its channel-weight bars, or for selection attention
+    its branch weights (None: no such block)."""
+    if block not in chart_blocks(result):
         return None
     folder.mkdir(parents=True, exist_ok=True)
+    if result.block(block).channel is None:
+        return save_png(export.branch_chart(result, block), folder / f"branches_{safe_stem(block)}.png")
     return save_png(export.channel_chart(result, block), folder / f"channels_{safe_stem(block)}.png")
 
 

@@ -31,7 +31,8 @@ def light_inspection(result: Inspection, view_size: int) -> Inspection:
 
 
 def _arrays_nbytes(result: Inspection) -> int:
-    arrays = [result.logits, result.probs, result.gradcam, *(a for b in result.blocks for a in (b.channel, b.spatial))]
+    arrays = [result.logits, result.probs, result.gradcam,
+              *(a for b in result.blocks for a in (b.channel, b.spatial, b.branches))]
     return sum(a.nbytes for a in arrays if a is not None)
 
 

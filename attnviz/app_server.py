@@ -196,3 +196,12 @@ def inspect_images(paths: list[str], loaded: LoadedModel) -> list[Inspection]:
 
 # The names these had in app.py, where tests/test_app_logic.py reached them.
 _load, _inspect_one, _inspect_images = load_variant, inspect_one, inspect_images
+
+
+def use_weight_files(specs: list[str]) -> None:
+    """``--weights VARIANT=FILE`` (repeatable): serve VARIANT with that local checkpoint."""
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or name not in all_variants() or not Path(file).is_file():
+            raise ValueError(f"--weights {spec!r}: expected VARIANT=FILE with a known variant and an existing file")
+        WEIGHT_FILES[name] = str(Path(file).resolve())

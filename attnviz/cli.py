@@ -27,6 +27,7 @@ def _models(args: argparse.Namespace) -> int:
             "reported_top1": v.weights.reported_top1,
             "weights_available": is_available(v.weights),
             "builtin": v.builtin,
+            "origin": v.origin,
             "num_classes": len(v.class_names),
         })
     if args.json:
@@ -63,6 +64,37 @@ def _error(msg: str) -> None:
     print(f"attnviz: error: {msg}", file=sys.stderr)
 
 
+def warn_if_untrained(loaded: Any) -> None:
+    """Say on stderr when a model runs at random init (``--random-init``): its output means nothing."""
+    if loaded.warning:
+        print(f"attnviz: warning: {loaded.warning}", file=sys.stderr)
+
+
+def model_options(*, random_init: bool = True) -> argparse.ArgumentParser:
+    """Options shared by the commands that list or load models: more model folders, random init."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--models-dir", action="append", type=Path, default=[], metavar="DIR",
+                   help="add the models of DIR (files written by `attnviz train`) beside the built-ins; "
+                        "repeatable; $ATTNVIZ_MODELS=DIR1:DIR2 does the same")
+    if random_init:
+        p.add_argument("--random-init", action="store_true",
+                       help="run the model untrained (no weights; e.g. a timm:NAME offline); a warning says so")
+    return p
+
+
+def _add_models_dirs(args: argparse.Namespace) -> int | None:
+    """Register ``--models-dir`` folders; the exit code of a usage error, else None."""
+    from .models import add_models_dir
+
+    for folder in getattr(args, "models_dir", None) or []:
+        if not folder.is_dir():
+            _error(f"--models-dir {folder}: not a folder; give a folder of attnviz checkpoints "
+                   "(*.safetensors written by `python -m attnviz train`)")
+            return EXIT_USAGE
+        add_models_dir(folder)
+    return None
+
+
 def _inspect_setup(args: argparse.Namespace) -> tuple[Any, dict | None] | int:
     """The model and the parsed ``--intervene`` requests, or the exit code of a usage error."""
     from .inspection import check_amp
@@ -71,11 +103,15 @@ def _inspect_setup(args: argparse.Namespace) -> tuple[Any, dict | None] | int:
     if args.out.exists() and not args.out.is_dir():
         _error(f"--out {args.out}: exists and is not a folder; give a folder (it is created if missing)")
         return EXIT_USAGE
+    if args.random_init and args.weights:
+        _error("--weights and --random-init exclude each other: give one")
+        return EXIT_USAGE
     try:
-        loaded = load_model(args.variant, weights=args.weights, device=args.device)
+        loaded = load_model(args.variant, weights=args.weights, device=args.device, random_init=args.random_init)
     except (KeyError, WeightsError, OSError) as e:
         _error(str(e.args[0]) if isinstance(e, KeyError) else str(e))
         return EXIT_FAILED
+    warn_if_untrained(loaded)
     try:
         check_amp(args.amp, loaded.device)
     except ValueError as e:
@@ -196,15 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m attnviz", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("models", help="list every variant, its block, size and weights source")
+    shared = model_options()
+    p = sub.add_parser("models", help="list every variant, its block, size and weights source",
+                       parents=[model_options(random_init=False)])
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=_models)
 
-    p = sub.add_parser("inspect", help="inspect images: predictions, gates, Grad-CAM, figures")
+    p = sub.add_parser("inspect", help="inspect images: predictions, gates, Grad-CAM, figures", parents=[shared])
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, WebP, GIF, BMP, TIFF)")
-    p.add_argument("--variant", help="model variant (see 'models'); default: cached ImageNet weights, "
-                                     "else the built-in model")
-    p.add_argument("--weights", help="local checkpoint file to load instead of downloading")
+    p.add_argument("--variant", help="model variant (see 'models'), or timm:NAME for any timm model; default: "
+                                     "the one --weights describes, else cached ImageNet weights, else the built-in model")
+    p.add_argument("--weights", help="local checkpoint file to load instead of downloading; a file written by "
+                                     "`attnviz train` needs no --variant (it carries its architecture and classes)")
     p.add_argument("--out", required=True, type=Path, help="output folder")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--batch-size", type=int, default=0, help="images per forward (default 16 on GPU, 1 on CPU)")
@@ -240,12 +279,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .analysis import command as analysis_command
 
-    p = sub.add_parser("analyze", help="gate statistics of a dataset: class-wise excitation by depth, report")
+    p = sub.add_parser("analyze", help="gate statistics of a dataset: class-wise excitation by depth, report",
+                       parents=[shared])
     analysis_command.add_arguments(p)
     p.set_defaults(func=analysis_command.run)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from .models import WeightsError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    status = _add_models_dirs(args)
+    if status is not None:
+        return status
+    try:
+        return int(args.func(args) or 0)
+    except WeightsError as e:  # e.g. a bad $ATTNVIZ_MODELS folder or model description
+        _error(str(e))
+        return EXIT_FAILED

@@ -55,12 +55,33 @@ def overlay_jobs(
     return jobs
 
 
-def channel_chart(result: Inspection, block: str) -> Image.Image:
-    """The bar chart of one block's channel gate (``channels_<block>.png`` of :func:`figures`)."""
+def _channel_chart_args(result: Inspection, block: str) -> tuple[np.ndarray, str]:
     b = result.block(block)
     if b.channel is None:
         raise ValueError(f"block {block!r} has no channel gate")
-    return render.channel_bar_chart(b.channel, title=f"{result.variant} · {b.name} ({b.kind}) · {b.channel.size} channels")
+    return b.channel, f"{result.variant} · {b.name} ({b.kind}) · {b.channel.size} channels"
+
+
+def channel_chart(result: Inspection, block: str) -> Image.Image:
+    """The bar chart of one block's channel gate (``channels_<block>.png`` of :func:`figures`)."""
+    weights, title = _channel_chart_args(result, block)
+    return render.channel_bar_chart(weights, title=title)
+
+
+def channel_chart_layout(result: Inspection, block: str) -> render.ChannelBarLayout:
+    """Where :func:`channel_chart` puts each channel: ``.channel_at(x, y)`` of a pixel of it."""
+    weights, title = _channel_chart_args(result, block)
+    return render.channel_bar_layout(weights, title=title)
+
+
+def branch_chart(result: Inspection, block: str) -> Image.Image:
+    """Selection weights of one SK / ResNeSt block (``branches_<block>.png`` of :func:`figures`):
+    each channel's split between the kernel branches, then one bar chart per branch."""
+    b = result.block(block)
+    if b.branches is None:
+        raise ValueError(f"block {block!r} has no branch weights")
+    k, c = b.branches.shape
+    return render.branch_figure(b.branches, title=f"{result.variant} · {b.name} ({b.kind}) · {k} branches × {c} channels")
 
 
 def depth_overview(result: Inspection) -> Image.Image:
@@ -69,11 +90,13 @@ def depth_overview(result: Inspection) -> Image.Image:
 
 
 def chart_figures(result: Inspection) -> dict[str, Image.Image]:
-    """The chart figures by file name: one bar chart per channel gate and the depth overview."""
+    """The chart figures by file name: one bar chart per channel gate, the depth overview, and
+    the branch weights of each selection-attention block."""
     channel_blocks = result.channel_blocks
     out = {f"channels_{b.name}.png": channel_chart(result, b.name) for b in channel_blocks}
     if channel_blocks:
         out["depth_overview.png"] = depth_overview(result)
+    out.update({f"branches_{b.name}.png": branch_chart(result, b.name) for b in result.branch_blocks})
     return out
 
 

@@ -168,6 +168,7 @@ class Inspection:
         return {
             "variant": self.variant,
             "weights": self.weights,
+            "random_init": bool(self.loaded is not None and self.loaded.random_init),  # untrained: UIs warn
             "device": self.device,
             "amp": self.amp,
             "input_size": g.input_size,

@@ -40,6 +40,7 @@ from attnviz.analysis import analyze  # noqa: E402
 from attnviz.models.loading import LoadedModel  # noqa: E402
 from attnviz.preprocess import prepare  # noqa: E402
 from attnviz.synthetic import CLASSES, generate  # noqa: E402
+from timing import abba, paired_median, replace_between  # noqa: E402  (bench/timing.py)
 
 BEGIN, END = "<!-- bench/analyze.py begin -->", "<!-- bench/analyze.py end -->"
 BUILTINS = ("shapes_se_resnet", "shapes_eca_resnet", "shapes_cbam_resnet", "shapes_bam_resnet")
@@ -70,21 +71,15 @@ def throughput(loaded: LoadedModel, folder: Path, repeats: int, batch: int = 32)
     x = torch.cat([prepare(f, loaded.preprocess).tensor for f in files])  # decoded once, up front
     bare_forward(loaded, x[:batch], batch)  # warm-up
     analyze(folder, loaded, batch_size=batch, max_images=batch)
-    t_bare, t_an = [], []
-    for r in range(repeats):  # ABBA: drift on a shared machine hits both rows of a pair alike
-        for row in (("bare", "analyze") if r % 2 == 0 else ("analyze", "bare")):
-            if row == "bare":
-                t_bare.append(bare_forward(loaded, x, batch))
-            else:
-                t0 = time.perf_counter()
-                analyze(folder, loaded, batch_size=batch)
-                t_an.append(time.perf_counter() - t0)
+    # ABBA (ms): drift on a shared machine hits both rows of a pair alike
+    t_bare, t_an = abba(lambda: bare_forward(loaded, x, batch), lambda: analyze(folder, loaded, batch_size=batch),
+                        repeats, warmup=0)
     n = len(files)
-    bare, an = n / statistics.median(t_bare), n / statistics.median(t_an)
+    bare, an = 1e3 * n / statistics.median(t_bare), 1e3 * n / statistics.median(t_an)
     # The ratio is judged on the median of the per-pair ratios: the machine's speed moves between
     # pairs far more than within one.
     pairs = sorted(b / a for a, b in zip(t_an, t_bare))
-    return {"model": loaded.name, "n": n, "bare": bare, "analyze": an, "ratio": statistics.median(pairs),
+    return {"model": loaded.name, "n": n, "bare": bare, "analyze": an, "ratio": paired_median(t_bare, t_an),
             "ratio_range": (pairs[0], pairs[-1])}
 
 
@@ -167,16 +162,6 @@ def markdown(rows: list[dict], rss: dict | None, ray_rows: dict | None, args: ar
     return "\n".join(lines + ["", END]) + "\n"
 
 
-def write_out(path: Path, text: str) -> None:
-    old = path.read_text() if path.exists() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + text.rstrip("\n") + rest.split(END, 1)[1]
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    path.write_text(new)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=int, default=512)
@@ -209,7 +194,7 @@ def main() -> None:
             print(ray_rows, flush=True)
     text = markdown(rows, rss, ray_rows, args)
     print(text)
-    write_out(args.out, text)
+    replace_between(args.out, BEGIN, END, text)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,29 +25,17 @@ import torch  # noqa: E402
 
 import attnviz  # noqa: E402
 from attnviz.synthetic import generate  # noqa: E402
+from timing import abba, ms, paired_median  # noqa: E402  (bench/timing.py)
 
 BUILTINS = ("shapes_se_resnet", "shapes_eca_resnet", "shapes_cbam_resnet", "shapes_bam_resnet")
-
-
-def _ms(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return 1e3 * (time.perf_counter() - t0)
 
 
 def side_by_side(a: Callable[[], object], b: Callable[[], object], repeats: int) -> tuple[float, float]:
     """Median ms of ``a`` and the median of the paired ratios ``b / a`` (each ``b`` run against
     the ``a`` run beside it, alternating which goes first): a load swing hits both of a pair, so
     the paired ratio stays put where the ratio of two separate medians drifts."""
-    for _ in range(3):  # warm-up
-        a(), b()
-    ta, tb = [], []
-    for i in range(repeats):
-        if i % 2:
-            tb.append(_ms(b)), ta.append(_ms(a))
-        else:
-            ta.append(_ms(a)), tb.append(_ms(b))
-    return statistics.median(ta), statistics.median(y / x for x, y in zip(ta, tb))
+    ta, tb = abba(a, b, repeats)
+    return statistics.median(ta), paired_median(tb, ta)
 
 
 def bench_variant(name: str, repeats: int, steps: int) -> dict[str, float]:
@@ -81,8 +68,8 @@ def bench_variant(name: str, repeats: int, steps: int) -> dict[str, float]:
     first, nxt = [], []
     for _ in range(repeats):
         r = attnviz.inspect(image, loaded)
-        first.append(_ms(lambda: r.channel_map(last, 0)))
-        nxt.append(_ms(lambda: r.channel_map(last, 1)))
+        first.append(ms(lambda: r.channel_map(last, 0)))
+        nxt.append(ms(lambda: r.channel_map(last, 1)))
     out.update(drill_first_ms=statistics.median(first), drill_next_ms=statistics.median(nxt), block=last)
     return out
 

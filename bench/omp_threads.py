@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import queue
 import statistics
 import sys
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +31,7 @@ import torch  # noqa: E402
 import torchvision  # noqa: E402
 
 from attnviz.app_logic import TorchThread  # noqa: E402
+from timing import cpu_model, median_ms  # noqa: E402  (bench/timing.py)
 
 
 class LongLivedThread:
@@ -74,14 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     model = torch_thread.call(build)  # even building (random init) runs parallel ops
 
     def forwards() -> float:
-        times = []
         with torch.inference_mode():
-            for i in range(args.runs + 3):
-                t0 = time.perf_counter()
-                model(x)
-                if i >= 3:
-                    times.append((time.perf_counter() - t0) * 1e3)
-        return statistics.median(times)
+            return median_ms(lambda: model(x), args.runs, warmup=3)
 
     def via_torch_thread() -> float:
         out: list[float] = []
@@ -90,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         caller.join()
         return out[0]
 
-    print(f"# OpenMP teams and forward time: {platform.processor() or platform.machine()}, "
+    print(f"# OpenMP teams and forward time: {cpu_model()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}")
     print("| round | one torch thread ms | second thread alive ms | one torch thread, second alive ms |"

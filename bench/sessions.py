@@ -25,7 +25,10 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench import ROOT, Server, mb, rss_bytes  # noqa: E402  (bench/bench.py: the app-server helper)
+from servers import ROOT, Server  # noqa: E402  (bench/servers.py)
+from timing import mb, rss_bytes  # noqa: E402  (bench/timing.py)
+
+sys.path.insert(0, str(ROOT))  # attnviz, for the synthetic images
 
 
 def open_fds(pid: int) -> int:

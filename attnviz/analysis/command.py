@@ -84,10 +84,13 @@ def run(args: argparse.Namespace) -> int:
         _error("--batch-size and --bins must be positive, --workers 0 or more")
         return EXIT_USAGE
     try:
-        loaded = load_model(args.model, weights=args.weights, device=args.device)
-    except (KeyError, WeightsError, OSError) as e:
+        loaded = load_model(args.model, weights=args.weights, device=args.device,
+                            random_init=getattr(args, "random_init", False))
+    except (KeyError, WeightsError, OSError, ValueError) as e:
         _error(str(e.args[0]) if isinstance(e, KeyError) else str(e))
         return EXIT_FAILED
+    if loaded.warning:
+        print(f"attnviz: warning: {loaded.warning}", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = args.out / FILES["analysis"]
     update, close = _progress_bar(args.quiet)

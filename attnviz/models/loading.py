@@ -26,6 +26,8 @@ class LoadedModel:
     model: nn.Module
     device: torch.device
     weights: str  # human-readable: which weights are in use
+    #: True when the model runs untrained (``random_init=True``): UIs should say so next to its output.
+    random_init: bool = False
 
     @property
     def name(self) -> str:
@@ -38,6 +40,14 @@ class LoadedModel:
     @property
     def classes(self) -> tuple[str, ...]:
         return self.variant.class_names
+
+    @property
+    def warning(self) -> str | None:
+        """What a UI must show beside this model's output, or None."""
+        if self.random_init:
+            return (f"{self.name} runs at random init (no pretrained weights): its predictions and gates "
+                    "are those of an untrained network")
+        return None
 
 
 def pick_device(device: str | torch.device | None = None) -> torch.device:
@@ -76,6 +86,22 @@ _cache_lock = threading.Lock()
 _load_locks: dict[tuple, threading.Lock] = {}
 
 
+#: What ``LoadedModel.weights`` says of a model loaded with ``random_init=True``.
+RANDOM_INIT_WEIGHTS = "random init (untrained, no pretrained weights)"
+
+
+def _choose_variant(variant: str | Variant | None, wpath: Path | None) -> Variant:
+    """The variant named, else the one a self-describing ``weights`` file describes, else the default."""
+    from .descriptions import variant_from_weights_file
+
+    if isinstance(variant, Variant):
+        return variant
+    if variant:
+        return get_variant(variant)
+    described = variant_from_weights_file(wpath) if wpath is not None else None
+    return described or get_variant(default_variant_name())
+
+
 def load_model(
     variant: str | Variant | None = None,
     *,
@@ -84,21 +110,31 @@ def load_model(
     download: bool = True,
     progress: bool = True,
     keep_loaded: bool = False,
+    random_init: bool = False,
 ) -> LoadedModel:
-    """Build ``variant`` (default: :func:`default_variant_name`) and load its weights.
+    """Build ``variant`` and load its weights.
 
-    ``weights`` is a local checkpoint file (safetensors or a torch state dict, keys with or
-    without ``module.``, nested ``state_dict`` or not, in any supported source layout); without
-    it the variant's own weights are used: the built-in file, or the ImageNet download
-    (cached by torch hub / the Hugging Face Hub). Each (variant, weights, device) is loaded
-    once per process and shared; the returned model must be treated as read-only. Of models
-    loaded from ``weights`` files only the last :data:`MAX_USER_WEIGHTS_LOADED` are kept,
-    unless ``keep_loaded`` (for a fixed set of files, e.g. a server's ``--weights``).
+    ``variant`` is a name of :func:`~attnviz.models.variants`, ``"timm:NAME"`` for any timm model,
+    or a :class:`Variant`; left out, it is the one ``weights`` describes (a file written by
+    ``python -m attnviz train`` carries its architecture, classes and preprocessing), else
+    :func:`default_variant_name`. ``weights`` is a local checkpoint file (safetensors or a torch
+    state dict, keys with or without ``module.``, nested ``state_dict`` or not, in any supported
+    source layout); without it the variant's own weights are used: the built-in file, or the
+    download (cached by torch hub / the Hugging Face Hub). ``random_init=True`` skips the weights
+    (a seeded, untrained model; ``LoadedModel.random_init`` and ``.warning`` say so).
+
+    Each (variant, weights, device) is loaded once per process and shared; the returned model
+    must be treated as read-only. Of models loaded from ``weights`` files only the last
+    :data:`MAX_USER_WEIGHTS_LOADED` are kept, unless ``keep_loaded`` (for a fixed set of files,
+    e.g. a server's ``--weights``).
     """
-    v = variant if isinstance(variant, Variant) else get_variant(variant or default_variant_name())
-    dev = pick_device(device)
+    if random_init and weights is not None:
+        raise ValueError("give either weights=FILE (--weights) or random_init=True (--random-init), not both")
     wpath = Path(weights).resolve() if weights is not None else None
-    key = (v.name, str(wpath) if wpath else None, wpath.stat().st_mtime_ns if wpath and wpath.exists() else None, str(dev))
+    v = _choose_variant(variant, wpath)
+    dev = pick_device(device)
+    key = (v.name, str(wpath) if wpath else None, wpath.stat().st_mtime_ns if wpath and wpath.exists() else None,
+           str(dev), random_init)
     with _cache_lock:
         hit = _cache.get(key)
         if hit is not None:
@@ -109,7 +145,7 @@ def load_model(
             hit = _cache.get(key)
         if hit is not None:
             return hit
-        loaded = _load_uncached(v, wpath, dev, download=download, progress=progress)
+        loaded = _load_uncached(v, wpath, dev, download=download, progress=progress, random_init=random_init)
         with _cache_lock:
             _cache[key] = loaded
             if keep_loaded:
@@ -121,20 +157,46 @@ def load_model(
         return loaded
 
 
-def _load_uncached(v: Variant, wpath: Path | None, dev: torch.device, *, download: bool, progress: bool) -> LoadedModel:
-    model = v.build()
+def _read_weights(v: Variant, wpath: Path | None, *, download: bool,
+                  progress: bool) -> tuple[dict[str, torch.Tensor], str, str]:
+    """The state dict to load (in the model's own keys), the file it came from, and the words for it."""
     if wpath is not None:
+        own_file = v.weights.path is not None and v.weights.path.resolve() == wpath
+        described = v.weights.description if own_file else f"local file {wpath.name}"
         state = W.read_state_dict(wpath)
-        fmt = "auto"
-        described = f"local file {wpath.name}"
-    else:
+        fmt = "timm" if v.family == "timm" else "auto"  # timm layouts are too many to detect
+        return W.convert_state_dict(state, fmt), str(wpath), described
+    try:
         path = W.resolve_file(v.weights, download=download, progress=progress)
-        state = W.read_state_dict(path)
-        fmt = v.weights.format
-        described = v.weights.description
-    W.load_into(model, W.convert_state_dict(state, fmt))
+    except W.WeightsUnavailableError as e:
+        if v.origin != "timm":
+            raise
+        from .timm_by_name import unavailable_in_one_line
+
+        raise unavailable_in_one_line(v, e) from None
+    return W.convert_state_dict(W.read_state_dict(path), v.weights.format), str(path), v.weights.description
+
+
+def _load_uncached(v: Variant, wpath: Path | None, dev: torch.device, *, download: bool, progress: bool,
+                   random_init: bool = False) -> LoadedModel:
+    if random_init:
+        with torch.random.fork_rng(devices=[]):  # the same untrained model every time
+            torch.manual_seed(0)
+            model = v.build()
+        described = RANDOM_INIT_WEIGHTS
+    else:
+        from .descriptions import check_head
+
+        state, where, described = _read_weights(v, wpath, download=download, progress=progress)
+        if v.family == "timm":
+            from .timm_by_name import fit_head
+
+            v = fit_head(v, state)
+        check_head(v, state, where)
+        model = v.build()
+        W.load_into(model, state)
     model.eval().to(dev)
-    return LoadedModel(variant=v, model=model, device=dev, weights=described)
+    return LoadedModel(variant=v, model=model, device=dev, weights=described, random_init=random_init)
 
 
 def wrap_model(

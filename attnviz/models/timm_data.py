@@ -17,15 +17,20 @@ def is_timm_model(module: nn.Module) -> bool:
 
 
 def timm_preprocess(module: nn.Module) -> PreprocessConfig | None:
-    """What ``timm.data.resolve_data_config`` says for ``module``, as attnviz's preprocessing:
-    the shorter side resized to ``floor(size / crop_pct)`` then a centred ``size`` crop, as
-    timm's eval transform does, so the model sees the crop it was trained and evaluated on and
-    every map lies on that crop. None for models not built by timm."""
+    """What ``timm.data.resolve_data_config`` says for ``module`` (:func:`preprocess_from_data_config`);
+    None for models not built by timm."""
     if not is_timm_model(module):
         return None
     from timm.data import resolve_data_config
 
-    cfg = resolve_data_config({}, model=module)
+    return preprocess_from_data_config(resolve_data_config({}, model=module))
+
+
+def preprocess_from_data_config(cfg: dict) -> PreprocessConfig:
+    """timm's data config (``resolve_data_config``) as attnviz's preprocessing: the shorter side
+    resized to ``floor(size / crop_pct)`` then a centred ``size`` crop, as timm's eval transform
+    does, so the model sees the crop it was trained and evaluated on and every map lies on that
+    crop."""
     _, height, width = cfg["input_size"]
     if height != width:
         warnings.warn(f"timm's input size {height}x{width} is not square; attnviz crops squares: using {height}",
@@ -38,7 +43,7 @@ def timm_preprocess(module: nn.Module) -> PreprocessConfig | None:
         interpolation = "bicubic" if interpolation == "random" else "bilinear"
     return PreprocessConfig(
         input_size=height,
-        resize_size=math.floor(height / cfg.get("crop_pct", 0.875)),
+        resize_size=max(height, math.floor(height / (cfg.get("crop_pct") or 0.875))),
         mean=tuple(float(v) for v in cfg["mean"]),
         std=tuple(float(v) for v in cfg["std"]),
         interpolation=interpolation,

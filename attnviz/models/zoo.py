@@ -2,11 +2,12 @@
 
 Two families: ImageNet ResNet-50s whose weights the papers' authors released (downloaded
 on first use into the ecosystem's caches, never at import), and the built-in models trained
-by ``python -m attnviz train`` that ship in ``checkpoints/`` and work offline.
+by ``python -m attnviz train`` that ship in ``checkpoints/`` and work offline. Beside them:
+the user's own models from the folders of ``$ATTNVIZ_MODELS`` / :func:`add_models_dir`, and any
+timm model by name (``timm:NAME``, see :mod:`.timm_by_name`).
 """
 from __future__ import annotations
 
-import json
 import os
 import threading
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ CHECKPOINT_DIR = Path(__file__).resolve().parents[2] / "checkpoints"
 def checkpoint_dir() -> Path:
     """Where built-in checkpoints are found: ``$ATTNVIZ_CHECKPOINTS`` or the repo's ``checkpoints/``."""
     return Path(os.environ.get("ATTNVIZ_CHECKPOINTS", CHECKPOINT_DIR))
+
+
 CHECKPOINT_FORMAT = "attnviz-checkpoint/1"
 
 
@@ -56,7 +59,7 @@ class Variant:
     """One model variant: architecture, preprocessing, classes and weights source."""
 
     name: str
-    block: Literal["se", "eca", "cbam", "bam", "spatial", "none"]
+    block: Literal["se", "eca", "cbam", "bam", "spatial", "none", "custom"]
     description: str
     arch: dict[str, Any]
     preprocess: PreprocessConfig
@@ -65,13 +68,18 @@ class Variant:
     classes: tuple[str, ...] | None = None  # None: the ImageNet-1k classes
     builtin: bool = False
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    #: Where the variant comes from: ``"imagenet"`` (the zoo below), ``"builtin"`` (``checkpoints/``),
+    #: ``"folder"`` (a models folder), ``"file"`` (a self-describing ``--weights`` file), ``"timm"``
+    #: (``timm:NAME``) or ``"custom"`` (made in code, e.g. by ``wrap_model``).
+    origin: Literal["imagenet", "builtin", "folder", "file", "timm", "custom"] = "custom"
 
     def build(self) -> nn.Module:
         """The architecture at random init (no weights)."""
         if self.family == "timm":
             import timm
 
-            return timm.create_model(self.arch["model_name"], pretrained=False)
+            extra = {k: v for k, v in self.arch.items() if k != "model_name"}  # e.g. num_classes
+            return timm.create_model(self.arch["model_name"], pretrained=False, **extra)
         return AttentionResNet(**self.arch)
 
     @property
@@ -103,6 +111,7 @@ _IMAGENET_256 = PreprocessConfig(input_size=224, resize_size=256, interpolation=
 IMAGENET_VARIANTS: tuple[Variant, ...] = (
     Variant(
         name="resnet50",
+        origin="imagenet",
         block="none",
         description="Plain ResNet-50 (baseline), torchvision's IMAGENET1K_V2 weights",
         arch={"depth": 50},
@@ -117,6 +126,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="se_resnet50",
+        origin="imagenet",
         block="se",
         description="SE-ResNet-50, the SENet authors' Caffe model (stride in 1×1 conv)",
         arch={"depth": 50, "attn": "se", "stride_in_1x1": True, "stem_pool": "max_ceil"},
@@ -131,6 +141,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="seresnet50",
+        origin="imagenet",
         block="se",
         description="SE-ResNet-50 retrained by timm (seresnet50.ra2_in1k), a second SE choice",
         arch={"model_name": "seresnet50"},
@@ -147,6 +158,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="eca_resnet50",
+        origin="imagenet",
         block="eca",
         description="ECA-ResNet-50, the ECA-Net authors' eca_resnet50_k3557 (k = 3, 5, 5, 7)",
         arch={
@@ -176,6 +188,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="ecaresnet50d",
+        origin="imagenet",
         block="eca",
         description="ECA-ResNet-50-D by timm (ecaresnet50d.miil_in1k): deep stem, a second ECA choice",
         arch={"model_name": "ecaresnet50d"},
@@ -192,6 +205,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="cbam_resnet50",
+        origin="imagenet",
         block="cbam",
         description="CBAM-ResNet-50, the CBAM authors' weights as mirrored by pytorchcv",
         arch={"depth": 50, "attn": "cbam"},
@@ -207,6 +221,7 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
     ),
     Variant(
         name="bam_resnet50",
+        origin="imagenet",
         block="bam",
         description="BAM-ResNet-50, the BAM authors' weights as mirrored by pytorchcv",
         arch={"depth": 50, "attn": "bam"},
@@ -225,45 +240,88 @@ IMAGENET_VARIANTS: tuple[Variant, ...] = (
 
 def variant_from_sidecar(sidecar: Path) -> Variant:
     """A built-in variant from its ``<name>.json`` sidecar next to ``<name>.safetensors``."""
-    meta = json.loads(sidecar.read_text())
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{sidecar}: not an {CHECKPOINT_FORMAT} sidecar")
-    metrics = meta.get("metrics", {})
-    acc = metrics.get("val_accuracy")
-    return Variant(
-        name=meta["name"],
-        block=meta["block"],
-        description=f"Built-in {meta['block']} ResNet-{meta['arch']['depth']} trained on attnviz's synthetic shapes",
-        arch=dict(meta["arch"]),
-        preprocess=PreprocessConfig(**{**meta["preprocess"], "mean": tuple(meta["preprocess"]["mean"]),
-                                       "std": tuple(meta["preprocess"]["std"])}),
-        classes=tuple(meta["classes"]),
-        builtin=True,
-        weights=WeightsSource(
-            format="attnviz",
-            description="built-in: attnviz's own training on synthetic shapes (offline)",
-            license=meta.get("license", "CC0-1.0"),
-            path=sidecar.with_suffix(".safetensors"),
-            reported_top1=None if acc is None else round(100 * acc, 2),
-        ),
-        metadata=meta,
-    )
+    from .descriptions import variant_from_sidecar as from_sidecar
+
+    return from_sidecar(sidecar, origin="builtin")
+
+
+#: Folders of the user's own models, besides the built-ins: ``dir1:dir2`` (``;`` on Windows).
+MODELS_ENV = "ATTNVIZ_MODELS"
+_added_models_dirs: list[Path] = []
+
+
+def _models_dir_error(source: str, folder: Path) -> Exception:
+    from .weights.errors import WeightsError
+
+    return WeightsError(f"{source}: {folder} is not a folder; give folders of attnviz checkpoints "
+                        f"(*.safetensors written by `python -m attnviz train`), separated by {os.pathsep!r}")
+
+
+def models_dirs() -> list[Path]:
+    """The folders whose models are added beside the built-ins: ``$ATTNVIZ_MODELS``, then those
+    given to :func:`add_models_dir` (``--models-dir``), each once."""
+    env = [Path(p).expanduser() for p in os.environ.get(MODELS_ENV, "").split(os.pathsep) if p.strip()]
+    for folder in env:
+        if not folder.is_dir():
+            raise _models_dir_error(MODELS_ENV, folder)
+    out: list[Path] = []
+    for folder in env + _added_models_dirs:
+        if folder.resolve() not in [f.resolve() for f in out]:
+            out.append(folder)
+    return out
+
+
+def add_models_dir(folder: str | os.PathLike) -> None:
+    """Add the models of ``folder`` beside the built-ins (as ``$ATTNVIZ_MODELS`` does), for this process."""
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise _models_dir_error("models folder", path)
+    with _registry_lock:
+        _added_models_dirs.append(path)
+    reset_registry()
+
+
+def _free_name(name: str, folder: Path, taken: dict[str, Variant]) -> str:
+    """``name``, or ``name@<folder>`` (then ``-2``, ``-3``...) when a variant already has it:
+    a folder's model never replaces a built-in or an earlier folder's model."""
+    if name not in taken:
+        return name
+    candidate, n = f"{name}@{folder.resolve().name}", 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}@{folder.resolve().name}-{n}"
+    return candidate
 
 
 _registry_lock = threading.Lock()
 _registry: dict[str, Variant] | None = None
 
 
+def _build_registry() -> dict[str, Variant]:
+    from dataclasses import replace
+
+    from .descriptions import folder_variants
+
+    reg = {v.name: v for v in IMAGENET_VARIANTS}
+    for sidecar in sorted(checkpoint_dir().glob("*.json")):
+        v = variant_from_sidecar(sidecar)
+        reg[v.name] = v
+    for folder in models_dirs():
+        if folder.resolve() == checkpoint_dir().resolve():
+            continue  # already there as the built-ins
+        for v in folder_variants(folder):
+            name = _free_name(v.name, folder, reg)
+            reg[name] = v if name == v.name else replace(v, name=name)
+    return reg
+
+
 def variants() -> dict[str, Variant]:
-    """All variants by name: ImageNet ones first, then the built-ins found in ``checkpoints/``."""
+    """All variants by name: ImageNet ones first, then the built-ins found in ``checkpoints/``, then
+    the models of the folders of ``$ATTNVIZ_MODELS`` and :func:`add_models_dir`."""
     global _registry
     with _registry_lock:
         if _registry is None:
-            reg = {v.name: v for v in IMAGENET_VARIANTS}
-            for sidecar in sorted(checkpoint_dir().glob("*.json")):
-                v = variant_from_sidecar(sidecar)
-                reg[v.name] = v
-            _registry = reg
+            _registry = _build_registry()
         return _registry
 
 
@@ -275,7 +333,13 @@ def reset_registry() -> None:
 
 
 def get_variant(name: str) -> Variant:
+    """The variant called ``name`` (see :func:`variants`), or ``timm:NAME`` for any timm model."""
+    from .timm_by_name import TIMM_PREFIX, timm_variant
+
+    if name.startswith(TIMM_PREFIX):
+        return timm_variant(name[len(TIMM_PREFIX):])
     try:
         return variants()[name]
     except KeyError:
-        raise KeyError(f"unknown variant {name!r}; available: {', '.join(variants())}") from None
+        raise KeyError(f"unknown variant {name!r}; available: {', '.join(variants())}, or timm:NAME "
+                       "for any timm model") from None

@@ -14,6 +14,9 @@ Public API (modules of this package in brackets)
 - :func:`overlay`, :func:`heatmap` -- spatial attention maps as images (``maps``).
 - :func:`channel_bar_chart` -- one block's channel gate values; :func:`channel_bar_layout` --
   its plot box and the channel under each pixel (``charts``).
+- :func:`branch_stack_chart`, :func:`branch_bar_charts`, :func:`branch_figure` -- selection
+  attention's ``[branches, channels]`` softmax weights (SK, ResNeSt), stacked and per branch
+  (``branches``).
 - :func:`depth_overview` -- blocks x channels gate image for a whole model (``depth``).
 - :func:`stats_along_depth` -- line chart of per-depth statistics (``depth``).
 - :func:`image_grid`, :func:`to_png_bytes`, :func:`to_jpeg_bytes` -- composition and
@@ -26,6 +29,7 @@ package depends on numpy, PIL and matplotlib only, nothing else of attnviz.
 """
 from __future__ import annotations
 
+from .branches import branch_bar_charts, branch_figure, branch_stack_chart
 from .charts import ChannelBarLayout, channel_bar_chart, channel_bar_layout
 from .colormaps import COLORMAPS, RGB, colormap_lut
 from .depth import depth_overview, stats_along_depth
@@ -42,6 +46,9 @@ __all__ = [
     "channel_bar_chart",
     "channel_bar_layout",
     "ChannelBarLayout",
+    "branch_bar_charts",
+    "branch_stack_chart",
+    "branch_figure",
     "depth_overview",
     "stats_along_depth",
     "image_grid",

@@ -95,17 +95,33 @@ def load_backbone(model: AttentionResNet, state_dict: dict[str, torch.Tensor]) -
 
 
 def pretrained_state_dict(arch: str, weights_file: Path | None = None) -> dict[str, torch.Tensor]:
-    """torchvision's ImageNet weights for ``arch`` (downloaded once to the torch hub cache), or
-    the state dict stored in ``weights_file``."""
+    """torchvision's ImageNet weights for ``arch`` (downloaded once to the torch hub cache, checked
+    against the hash in their file name), or the state dict stored in ``weights_file``.
+
+    Raises SystemExit with one line naming ``--backbone-weights`` when they cannot be had."""
+    from ..models import weights as W
+    from ..models.zoo import WeightsSource
+
     if weights_file is not None:
-        state = torch.load(weights_file, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-            state = state["state_dict"]
-        return state
+        try:
+            return W.read_state_dict(weights_file)
+        except W.WeightsError as e:
+            raise SystemExit(f"error: --backbone-weights {weights_file}: {e}") from None
     import torchvision
 
     weights = torchvision.models.get_model_weights(arch).DEFAULT
-    return torch.hub.load_state_dict_from_url(weights.url, map_location="cpu", progress=True, weights_only=True)
+    source = WeightsSource(format="torchvision", description=f"torchvision {arch} ImageNet",
+                           license="BSD-3-Clause", url=weights.url)
+    try:
+        return W.read_state_dict(W.resolve_file(source, progress=True))
+    except W.WeightsError as e:
+        reason = str(e).splitlines()[0].split("could not be fetched: ", 1)[-1].rstrip(".")
+        raise SystemExit(
+            f"error: torchvision's {arch} ImageNet weights (the backbone) are not on this machine and cannot be "
+            f"downloaded: {reason}. Pass --backbone-weights FILE (a torchvision {arch} state dict, e.g. "
+            f"{Path(weights.url).name} copied into {W.torch_cache_dir()}), or --backbone-weights none to train "
+            "the whole ResNet from random init"
+        ) from None
 
 
 def _trainable(name: str) -> bool:
@@ -122,13 +138,19 @@ def build_synthetic_model(arch: dict[str, Any], seed: int, device: torch.device,
     return model
 
 
-def build_on_backbone(arch: dict[str, Any], backbone: dict[str, torch.Tensor], freeze: bool,
+def build_on_backbone(arch: dict[str, Any], backbone: dict[str, torch.Tensor] | None, freeze: bool,
                       device: torch.device, name: str, backbone_name: str) -> nn.Module:
     """A ResNet with fresh attention blocks and ``fc`` on the pretrained ``backbone`` (call after
-    ``torch.manual_seed``); ``freeze`` leaves only blocks and ``fc`` trainable."""
+    ``torch.manual_seed``); ``freeze`` leaves only blocks and ``fc`` trainable. Without a
+    ``backbone`` (``--backbone-weights none``) the whole ResNet starts at random init."""
     model = AttentionResNet(**arch)
-    attn_keys = load_backbone(model, backbone)
-    print(f"[{name}] loaded {backbone_name} backbone; {len(attn_keys)} attention tensors and fc start fresh", flush=True)
+    if backbone is None:
+        print(f"[{name}] no backbone weights (--backbone-weights none): the whole {backbone_name} starts at "
+              "random init", flush=True)
+    else:
+        attn_keys = load_backbone(model, backbone)
+        print(f"[{name}] loaded {backbone_name} backbone; {len(attn_keys)} attention tensors and fc start fresh",
+              flush=True)
     if freeze:
         for pname, p in model.named_parameters():
             p.requires_grad_(_trainable(pname))

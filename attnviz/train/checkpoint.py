@@ -69,12 +69,18 @@ def sidecar(*, name: str, block: str, arch: dict[str, Any], classes: list[str], 
 
 
 def save_checkpoint(out: Path, name: str, model: nn.Module, sidecar: dict[str, Any]) -> Path:
-    """Write ``<out>/<name>.safetensors`` and ``<out>/<name>.json``; returns the weights' path."""
+    """Write ``<out>/<name>.safetensors`` and ``<out>/<name>.json``; returns the weights' path.
+
+    The sidecar is also stored, JSON-encoded, in the safetensors header (``__metadata__`` is
+    string to string), so the weights file alone says how to rebuild, feed and label the model.
+    """
     from safetensors.torch import save_file
+
+    from ..models.descriptions import DESCRIPTION_KEY
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     path = out / f"{name}.safetensors"
-    save_file(state, str(path), metadata={"format": FORMAT, "name": name})
+    save_file(state, str(path), metadata={"format": FORMAT, "name": name, DESCRIPTION_KEY: json.dumps(sidecar)})
     os.chmod(path, 0o644)  # safetensors writes 0600; checkpoints are meant to be shared
     (out / f"{name}.json").write_text(json.dumps(sidecar, indent=2) + "\n")
     return path

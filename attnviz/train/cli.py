@@ -74,7 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "or DIR split by --val-fraction)")
     g.add_argument("--arch", default="resnet50", choices=sorted(TORCHVISION_ARCHS), help="torchvision backbone")
     g.add_argument("--backbone-weights", type=Path, default=None, metavar="FILE",
-                   help="torchvision ResNet state dict file (default: download torchvision's ImageNet weights)")
+                   help="torchvision ResNet state dict file (default: download torchvision's ImageNet weights); "
+                        "'none': train the whole ResNet from random init")
     g.add_argument("--freeze-backbone", action="store_true", help="train only attention blocks and fc")
     g.add_argument("--val-fraction", type=float, default=0.2, help="held-out fraction when DIR has no train/val")
     g.add_argument("--name-prefix", default=None, help="checkpoint name prefix (default: the folder's name)")
@@ -226,14 +227,20 @@ def _imagefolder_plan(args: argparse.Namespace, variants: list[str], device: tor
     input_size = args.image_size or 224
     hp["image_size"] = args.image_size
     root = args.imagefolder
+    from_scratch = args.backbone_weights is not None and str(args.backbone_weights).lower() == "none"
+    if from_scratch and args.freeze_backbone:
+        raise SystemExit("error: --freeze-backbone needs pretrained --backbone-weights (with 'none' the backbone "
+                         "is random and must be trained)")
+    # Before the images are read: a missing backbone is the first thing to say.
+    backbone = None if from_scratch else pretrained_state_dict(args.arch, args.backbone_weights)
     data = imagefolder_data(
         root, input_size=input_size, resize_size=int(round(input_size * 256 / 224)),
         val_fraction=args.val_fraction, seed=args.seed, batch_size=hp["batch_size"],
         steps_per_epoch=hp["steps_per_epoch"], workers=_default_workers(args, device), device=device,
     )
-    backbone = pretrained_state_dict(args.arch, args.backbone_weights)
     data.dataset.update(
-        backbone=str(args.backbone_weights) if args.backbone_weights else f"torchvision {args.arch} DEFAULT",
+        backbone="none (random init)" if from_scratch else
+        str(args.backbone_weights) if args.backbone_weights else f"torchvision {args.arch} DEFAULT",
         freeze_backbone=bool(args.freeze_backbone),
     )
     prefix = args.name_prefix or root.resolve().name

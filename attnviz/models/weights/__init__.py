@@ -24,12 +24,12 @@ The work is split by concern: :mod:`.files` reads files, :mod:`.convert` maps ke
 from __future__ import annotations
 
 from .convert import FORMATS, convert_state_dict, detect_format, load_into
-from .errors import WeightsError, WeightsUnavailableError
-from .files import read_state_dict
+from .errors import CheckpointDescriptionError, WeightsError, WeightsUnavailableError
+from .files import read_safetensors_metadata, read_state_dict
 from .hub import cached_path, hf_cache_dir, is_available, resolve_file, torch_cache_dir
 
 __all__ = [
-    "FORMATS", "WeightsError", "WeightsUnavailableError", "cached_path", "convert_state_dict",
-    "detect_format", "hf_cache_dir", "is_available", "load_into", "read_state_dict", "resolve_file",
-    "torch_cache_dir",
+    "FORMATS", "CheckpointDescriptionError", "WeightsError", "WeightsUnavailableError", "cached_path",
+    "convert_state_dict", "detect_format", "hf_cache_dir", "is_available", "load_into",
+    "read_safetensors_metadata", "read_state_dict", "resolve_file", "torch_cache_dir",
 ]

@@ -8,3 +8,7 @@ class WeightsError(RuntimeError):
 
 class WeightsUnavailableError(WeightsError):
     """Weights are neither cached on this machine nor downloadable right now."""
+
+
+class CheckpointDescriptionError(WeightsError, ValueError):
+    """A checkpoint's description (its sidecar JSON or the copy in its safetensors header) is invalid."""

@@ -155,3 +155,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             f"{path.name}: does not contain a state dict of tensors (non-tensor entries: {bad[:8]})"
         )
     return _strip_prefixes(state)
+
+
+def read_safetensors_metadata(path: str | Path) -> dict[str, str]:
+    """The string→string ``__metadata__`` of a safetensors file's header (``{}`` when it has none,
+    or when the file is not safetensors at all); only the header is read, not the tensors."""
+    path = Path(path)
+    if not path.is_file() or not _is_safetensors(path):
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:  # safetensors raises its own error types
+        raise WeightsError(f"{path.name}: not a valid safetensors file ({e})") from None
