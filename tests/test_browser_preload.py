@@ -58,13 +58,13 @@ def test_fresh_start_switches_to_imagenet_after_prefetch(tmp_path, browser):  # 
                 status = page.locator("#preload-status")
                 status.wait_for(state="visible", timeout=TIMEOUT_MS)
                 page.wait_for_function(
-                    "() => document.querySelector('#preload-status').innerText.includes('seresnet50 ready')",
+                    "() => (document.querySelector('#preload-status')?.innerText ?? '').includes('seresnet50 ready')",
                     timeout=TIMEOUT_MS)
                 page.reload()  # a new session after the prefetch
                 variant = page.locator("#inspect-variant input")
                 variant.wait_for(timeout=TIMEOUT_MS)
                 page.wait_for_function(
-                    "() => document.querySelector('#inspect-variant input').value.startsWith('seresnet50')",
+                    "() => (document.querySelector('#inspect-variant input')?.value ?? '').startsWith('seresnet50')",
                     timeout=TIMEOUT_MS)
                 assert "ImageNet" in variant.input_value() and "not on this machine" not in variant.input_value()
                 page.locator("#inspect-notice").wait_for(state="hidden", timeout=TIMEOUT_MS)
@@ -72,10 +72,9 @@ def test_fresh_start_switches_to_imagenet_after_prefetch(tmp_path, browser):  # 
                     "() => { const img = document.querySelector('#inspect-examples .gallery-item img');"
                     " return img && !img.src.includes('/synthetic_'); }", timeout=TIMEOUT_MS)
                 page.locator("#inspect-examples .gallery-item").first.click()  # runs on the ImageNet model
-                page.wait_for_function("() => document.querySelector('#inspect-weights').innerText"
-                                       ".includes('seresnet50** ran') || document.querySelector('#inspect-weights')"
-                                       ".innerText.includes('seresnet50 ran')", timeout=TIMEOUT_MS)
-                page.wait_for_function("() => document.querySelector('#preload-status').innerText"
+                page.wait_for_function("() => (document.querySelector('#inspect-weights')?.innerText ?? '')"
+                                       ".includes('seresnet50 ran')", timeout=TIMEOUT_MS)
+                page.wait_for_function("() => (document.querySelector('#preload-status')?.innerText ?? '')"
                                        ".includes('new sessions open on')", timeout=TIMEOUT_MS)
                 ARTIFACTS.mkdir(exist_ok=True)
                 page.screenshot(path=str(ARTIFACTS / "preload-imagenet-default.png"), full_page=True)
