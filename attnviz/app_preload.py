@@ -7,7 +7,7 @@ The preload itself is the library's (:mod:`attnviz.models.preload`); ``app.py`` 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ NOTICE = ("**Offline demo models** trained on synthetic shapes: they know {n} sh
 
 
 def is_builtin(name: str | None) -> bool:
+    """Whether ``name`` is a built-in (synthetic-shapes) variant."""
     v = variants().get(name or "")
     return bool(v and v.builtin)
 
@@ -52,9 +53,9 @@ def example_samples(examples: Sequence[Path], variant: str | None) -> dict[str, 
     return gr.Dataset(samples=[[str(p)] for p in examples_for(examples, variant)])
 
 
-def variant_views(examples: Sequence[Path]):
+def variant_views(examples: Sequence[Path]) -> Callable[[str | None], tuple]:
     """The handler of a variant change: the notice and the examples' order."""
-    def on_change(variant: str | None):
+    def on_change(variant: str | None) -> tuple:
         return notice(variant), example_samples(examples, variant)
 
     return on_change
@@ -81,13 +82,16 @@ def status_markdown(status: preload.PreloadStatus | None) -> str:
     if status.running:
         return f"⬇ {line}"
     failed = any(i.state in ("failed", "skipped") for i in status.items())
-    default = default_variant_name()
+    try:
+        default = default_variant_name()
+    except W.WeightsError:
+        default = None
     tail = (f" — new sessions open on **{default}** (reload this page to switch)"
-            if not is_builtin(default) else "")
+            if default and not is_builtin(default) else "")
     return f"{'⚠ ' if failed else '✓ '}{line}{tail}"
 
 
-def status_tick():
+def status_tick() -> tuple[dict[str, Any], gr.Timer]:
     """gr.Timer's tick: the status line, and the timer stops once the preload has finished."""
     status = preload.current()
     text = status_markdown(status)

@@ -30,6 +30,7 @@ def caches(tmp_path, monkeypatch):
                 "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    monkeypatch.setattr(preload, "_current", None)  # the process's preload status, restored after
     assert zoo.get_variant(default_variant_name()).builtin
     return tmp_path
 

@@ -157,12 +157,19 @@ def _host(name: str) -> str | None:
     return None
 
 
+def _default_or_none() -> str | None:
+    try:
+        return default_variant_name()
+    except W.WeightsError:  # no built-in checkpoint and nothing cached (yet)
+        return None
+
+
 def run(status: PreloadStatus) -> None:
     """Fetch every variant of ``status`` in turn (what :func:`start`'s thread runs)."""
     from .weights.hub import _unresolvable_host
 
-    before = default_variant_name()
     try:
+        before = _default_or_none()
         for item in status.items():
             url = _host(item.name)
             unreachable = _unresolvable_host(url) if url else None
@@ -170,7 +177,7 @@ def run(status: PreloadStatus) -> None:
                 status.update(item.name, state="skipped", message=unreachable)
                 log.warning("preload %s skipped: %s", item.name, unreachable)
                 continue
-            if fetch_one(status, item.name) and default_variant_name() != before:
+            if fetch_one(status, item.name) and _default_or_none() != before:
                 status.default_ready.set()
     finally:
         status.done.set()

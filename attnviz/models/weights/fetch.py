@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator
 
 try:  # POSIX: several processes (the app's preload, a CLI download) share one .part file
     import fcntl
@@ -64,7 +64,7 @@ def _content_range_start(value: str | None) -> tuple[int, int | None] | None:
     return int(m.group(1)), None if m.group(2) == "*" else int(m.group(2))
 
 
-def _open(url: str, have: int, timeout: float):
+def _open(url: str, have: int, timeout: float) -> tuple[Any, int, int | None]:
     """The response for ``url`` from byte ``have`` on, and the offset it really starts at."""
     headers = {"User-Agent": USER_AGENT}
     if have:
