@@ -52,11 +52,13 @@ def _slot_value(slot: str | None, slots) -> str:
 
 
 def compare_variants(image, variants=COMPARE_DEFAULT, block="", opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
-                     progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
-    """One image, 2–5 variants side by side."""
+                     timm_models="", progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
+    """One image, 2–5 variants side by side: the chosen zoo variants and any timm models named in
+    ``timm_models`` (comma-separated ``timm:NAME``), e.g. SE in EfficientNet-B0 next to SE-ResNet-50."""
     path = S.image_path(image)
     alpha, cmap = S.check_style(opacity, colormap)
-    names = list(dict.fromkeys(variants or []))
+    typed = [n.strip() for n in (timm_models or "").split(",") if n.strip()]
+    names = list(dict.fromkeys([*(variants or []), *typed]))
     if not 2 <= len(names) <= L.MAX_COMPARE_VARIANTS:
         raise gr.Error(f"Choose 2 to {L.MAX_COMPARE_VARIANTS} variants to compare (got {len(names)}).")
     results: dict[str, Inspection] = {}
