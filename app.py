@@ -86,6 +86,12 @@ def chart(label: str, **kwargs) -> gr.Image:
                     elem_classes="attnviz-chart", **kwargs)
 
 
+def variant_dropdown(choices: list, value: str | None, **kwargs) -> gr.Dropdown:
+    """A model picker: the zoo's variants, or any timm model typed as timm:NAME."""
+    return gr.Dropdown(choices, value=value, label="Model variant", allow_custom_value=True,
+                       info="or type timm:NAME (any timm model, e.g. timm:efficientnet_b0)", **kwargs)
+
+
 def kept_state() -> gr.State:
     """A session's token into the server's kept results (dropped with the session)."""
     return gr.State(None, time_to_live=S.STATE_TTL_S, delete_callback=S.forget_result)
@@ -131,12 +137,12 @@ class InspectOutputs:
 
 def _inspect_inputs(variant_choices: list) -> InspectInputs:
     image = image_input(label="Image", height=300, elem_id="inspect-image")
-    variant = gr.Dropdown(variant_choices, value=DEFAULT_VARIANT, label="Model variant", elem_id="inspect-variant")
+    variant = variant_dropdown(variant_choices, DEFAULT_VARIANT, elem_id="inspect-variant")
     variant_md = gr.Markdown(IH.variant_info(DEFAULT_VARIANT), elem_classes="attnviz-note")
     with gr.Accordion("Own checkpoint (optional)", open=False):
         weights = gr.File(
-            label="Weights for the chosen variant's architecture (.safetensors, or a "
-                  "weights-only torch file; module. prefixes and nested state_dict are fine)",
+            label="A checkpoint: written by attnviz train (its own model and classes), or weights of the "
+                  "chosen variant's architecture (.safetensors or a weights-only torch file)",
             file_types=WEIGHT_TYPES, type="filepath", elem_id="inspect-weights-file")
     run = gr.Button("Inspect", variant="primary", elem_id="inspect-run")
     with gr.Row():
@@ -319,7 +325,9 @@ def compare_tab(variant_choices: list) -> None:
             with gr.Column(scale=1, min_width=300):
                 image = image_input(label="Image", height=260, elem_id="compare-image")
                 variants = gr.CheckboxGroup(variant_choices, value=COMPARE_DEFAULT,
-                                            label=f"Variants (2–{L.MAX_COMPARE_VARIANTS})")
+                                            label=f"Variants (2–{L.MAX_COMPARE_VARIANTS} with the timm models)")
+                more = gr.Textbox(label="And timm models (comma-separated timm:NAME)", elem_id="compare-more",
+                                  placeholder="timm:efficientnet_b0, timm:seresnet50")
                 run = gr.Button("Compare", variant="primary", elem_id="compare-run")
                 if EXAMPLES:
                     gr.Examples([[str(p)] for p in EXAMPLES], [image], examples_per_page=12, label="Example images")
@@ -341,7 +349,7 @@ def compare_tab(variant_choices: list) -> None:
         fill_inputs = [state, slot, alpha, cmap]
         fill_outputs = [slot, agree] + columns
         run.click(
-            CH.compare_variants, [image, variants, slot, alpha, cmap],
+            CH.compare_variants, [image, variants, slot, alpha, cmap, more],
             [summary, stats, gradcams, charts, overviews, state],
             api_name="compare", **MODEL,
         ).then(CH.fill_columns, fill_inputs, fill_outputs, **PRIVATE)
@@ -362,7 +370,7 @@ def images_tab(variant_choices: list) -> None:
                 if EXAMPLES:
                     examples = gr.Button("Use the example images", size="sm")
                     examples.click(example_set, None, files, **PRIVATE, queue=False)
-                variant = gr.Dropdown(variant_choices, value=EXAMPLE_VARIANT or DEFAULT_VARIANT, label="Model variant")
+                variant = variant_dropdown(variant_choices, EXAMPLE_VARIANT or DEFAULT_VARIANT)
                 run = gr.Button("Compare images", variant="primary", elem_id="compare-images-run")
                 gr.Markdown(
                     "Per block, each image's channel weights are a row of a heat map (channels sorted "
@@ -400,7 +408,7 @@ def _dataset_inputs(variant_choices: list) -> tuple[gr.Radio, gr.File, gr.Slider
     zip_file = gr.File(label="Zip of images (one subfolder per class, or loose)",
                        file_types=[".zip"], type="filepath", elem_id="dataset-zip")
     n = gr.Slider(8, D.MAX_APP_IMAGES, value=200, step=8, label="Images (at most)")
-    variant = gr.Dropdown(variant_choices, value=EXAMPLE_VARIANT or DEFAULT_VARIANT, label="Model variant")
+    variant = variant_dropdown(variant_choices, EXAMPLE_VARIANT or DEFAULT_VARIANT)
     run = gr.Button("Analyze", variant="primary", elem_id="dataset-run")
     saved = gr.File(label="Or open a saved analysis (.npz)", file_types=[".npz"], type="filepath",
                     elem_id="dataset-open")

@@ -52,22 +52,25 @@ def _slot_value(slot: str | None, slots) -> str:
 
 
 def compare_variants(image, variants=COMPARE_DEFAULT, block="", opacity=DEFAULT_ALPHA, colormap=DEFAULT_CMAP,
-                     progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
-    """One image on 2 to 5 variants side by side: do their predictions and attention agree?
+                     timm_models="", progress=gr.Progress(track_tqdm=True), request: gr.Request = None):
+    """One image on 2 to 5 models side by side: do their predictions and attention agree?
 
     Args:
         image: the image (a URL or base64 data URL for MCP).
-        variants: 2 to 5 variant names, e.g. ["cbam_resnet50", "se_resnet50"].
+        variants: variant names, e.g. ["cbam_resnet50", "se_resnet50"].
         block: block or stage shown for every variant (empty: each variant's deepest block).
         opacity: overlay opacity, 0 to 1.
         colormap: heat-map colormap.
+        timm_models: more models as comma-separated timm:NAME (any timm model, e.g.
+            "timm:efficientnet_b0" beside SE-ResNet-50); with ``variants``, 2 to 5 in all.
     Returns:
         summary JSON (per variant: predictions, weights, the shown block; whether top-1 agrees),
         the gate statistics along depth (one line per variant), and galleries of Grad-CAMs,
         channel-weight charts and depth overviews, one per variant."""
     path = S.image_path(image)
     alpha, cmap = S.check_style(opacity, colormap)
-    names = list(dict.fromkeys(variants or []))
+    typed = [n.strip() for n in (timm_models or "").split(",") if n.strip()]
+    names = list(dict.fromkeys([*(variants or []), *typed]))
     if not 2 <= len(names) <= L.MAX_COMPARE_VARIANTS:
         raise gr.Error(f"Choose 2 to {L.MAX_COMPARE_VARIANTS} variants to compare (got {len(names)}).")
     results: dict[str, Inspection] = {}

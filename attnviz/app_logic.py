@@ -95,10 +95,14 @@ def variant_markdown(name: str | None) -> str:
     """Source, licence, reported top-1 and local availability of one variant."""
     if not name:
         return ""
+    if name.startswith("timm:"):
+        return (f"**{name}** — any timm model by name: its attention modules (SE, ECA, CBAM, "
+                "selective kernel, split attention, global context, …) are found automatically; "
+                "its ImageNet weights download once into the Hugging Face cache (see docs/MODELS.md).")
     try:
         v = variants()[name]
     except KeyError:
-        return f"Unknown variant `{name}`."
+        return f"Unknown variant `{name}`: choose one of the list, or type timm:NAME."
     where = "✓ weights on this machine" if is_local(v) else (
         "⬇ weights not on this machine: they download on first use"
         + (f" (or: {v.weights.manual})" if v.weights.manual else ""))

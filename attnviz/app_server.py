@@ -19,7 +19,8 @@ from . import app_logic as L
 from .app_results import DEFAULT_MAX_MB, ResultCache
 from .inputs import ImageLoadError, load_image
 from .inspection import Inspection, inspect, inspect_batch
-from .models import LoadedModel, WeightsError, default_variant_name, load_model
+from .models import LoadedModel, WeightsError, default_variant_name, load_model, variant_from_weights_file
+from .models.timm_by_name import TIMM_PREFIX
 from .models import variants as all_variants
 from .render import COLORMAPS
 
@@ -156,24 +157,46 @@ def lookup_error(exc: KeyError | ValueError) -> gr.Error:
 
 @torch_thread.runs
 def load_variant(name: str | None, progress: gr.Progress | None = None, weights: str | None = None) -> LoadedModel:
-    """The variant's model, loaded once per process (and device) by the library; ``weights`` is
-    an uploaded checkpoint of that architecture (safetensors or a weights-only torch file)."""
+    """The variant's model, loaded once per process (and device) by the library. ``name`` is a
+    variant of the zoo or ``timm:NAME`` (any timm model; its weights come through the Hugging Face
+    cache). ``weights`` is an uploaded checkpoint: a file written by ``attnviz train`` builds
+    its own architecture with its own classes; any other file is read as the chosen variant's."""
+    name = (name or "").strip()
     if not name:
         raise gr.Error("Choose a model variant.")
+    if name.startswith(TIMM_PREFIX):
+        return _load_timm(name, progress, weights)
     reg = all_variants()
     if name not in reg:
-        raise gr.Error(f"Unknown variant {name!r}; available: {', '.join(reg)}.")
+        raise gr.Error(f"Unknown variant {name!r}; available: {', '.join(reg)}, or {TIMM_PREFIX}NAME for any timm model.")
     if weights:
-        try:
-            return load_model(name, weights=weights, progress=False)
-        except (WeightsError, OSError) as exc:
-            raise gr.Error(f"{Path(weights).name}: cannot be used as {name} weights: {exc}", duration=None) from None
+        return _load_upload(name, weights)
     if progress is not None and name not in WEIGHT_FILES and not L.is_local(reg[name]):
         progress(0.05, desc=f"Downloading the weights of {name} (first use only)…")
     try:
         return load_model(name, weights=WEIGHT_FILES.get(name), progress=True, keep_loaded=True)
     except (WeightsError, OSError) as exc:
         raise gr.Error(L.weights_help(name, exc), duration=None) from None
+
+
+def _load_upload(name: str, weights: str) -> LoadedModel:
+    try:
+        described = variant_from_weights_file(weights, name=Path(weights).stem)
+        # a self-describing file (attnviz train) is its own model: the dropdown's choice does not apply
+        return load_model(described or name, weights=weights, progress=False)
+    except (WeightsError, OSError) as exc:
+        raise gr.Error(f"{Path(weights).name}: cannot be used as {name} weights: {exc}", duration=None) from None
+
+
+def _load_timm(name: str, progress: gr.Progress | None, weights: str | None) -> LoadedModel:
+    if progress is not None and not weights:
+        progress(0.05, desc=f"Loading {name} (its weights download once)…")
+    try:
+        return load_model(name, weights=weights, progress=not weights, keep_loaded=not weights)
+    except KeyError as exc:  # not a timm model name: the library's one line names close matches
+        raise gr.Error(str(exc.args[0]), duration=None) from None
+    except (WeightsError, OSError) as exc:
+        raise gr.Error(str(exc), duration=None) from None
 
 
 @torch_thread.runs

@@ -23,6 +23,7 @@ class RunningApp:
     checkpoints: Path  # where the app's built-in checkpoints come from
     log: Path
     pid: int
+    hf_home: Path | None = None  # the app's (empty, offline) Hugging Face cache
 
     def builtin_variants(self) -> dict:
         """The built-in variants the app sees (name -> Variant), as ``attnviz.variants()`` lists them."""
@@ -117,7 +118,7 @@ def start_app(tmp: Path, checkpoints: Path | None = None, **extra_env: str) -> I
             if time.monotonic() > deadline:
                 raise RuntimeError(f"app.py did not answer within 90 s:\n{log.read_text()[-3000:]}")
             time.sleep(0.25)
-        yield RunningApp(url=url, checkpoints=ckpt, log=log, pid=proc.pid)
+        yield RunningApp(url=url, checkpoints=ckpt, log=log, pid=proc.pid, hf_home=Path(env["HF_HOME"]))
     finally:
         proc.terminate()
         try:
