@@ -326,7 +326,7 @@ def compare_tab(variant_choices: list) -> None:
                 image = image_input(label="Image", height=260, elem_id="compare-image")
                 variants = gr.CheckboxGroup(variant_choices, value=COMPARE_DEFAULT,
                                             label=f"Variants (2–{L.MAX_COMPARE_VARIANTS} with the timm models)")
-                more = gr.Textbox(label="And timm models (comma-separated timm:NAME)", elem_id="compare-more",
+                more = gr.Textbox("", label="And timm models (comma-separated timm:NAME)", elem_id="compare-more",
                                   placeholder="timm:efficientnet_b0, timm:seresnet50")
                 run = gr.Button("Compare", variant="primary", elem_id="compare-run")
                 if EXAMPLES:

@@ -53,7 +53,8 @@ def inspect_image(image, variant=DEFAULT_VARIANT, opacity=DEFAULT_ALPHA, colorma
     Args:
         image: the image (PNG, JPEG, WebP, GIF, BMP or TIFF; a URL or base64 data URL for MCP).
         variant: model variant name, e.g. cbam_resnet50, se_resnet50, eca_resnet50, bam_resnet50,
-            resnet50 (ImageNet) or shapes_cbam_resnet (built-in, trained on 8 synthetic shapes).
+            resnet50 (ImageNet), shapes_cbam_resnet (built-in, trained on 8 synthetic shapes), or
+            timm:NAME for any timm model (e.g. timm:efficientnet_b0).
         opacity: overlay opacity of the heat maps, 0 to 1.
         colormap: heat-map colormap, e.g. jet, viridis, inferno, magma, turbo.
         weights: optional checkpoint file of the variant's architecture, used instead of its weights.
