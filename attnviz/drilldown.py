@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from .capture import block_io
-from .inspection import Inspection, _autocast
+from .inspection import Inspection, amp_autocast
 
 _CACHE_ATTR = "_drilldown_maps"  # on the Inspection: block -> (before [C,H,W], after [C,H,W])
 
@@ -52,7 +52,7 @@ def block_maps(inspection: Inspection, block: str) -> tuple[torch.Tensor, torch.
     try:
         with block_io(loaded.model, block, keep_first_image):
             x = inspection.prepared.tensor.to(loaded.device)
-            with torch.inference_mode(), _autocast(inspection.amp, loaded.device):
+            with torch.inference_mode(), amp_autocast(inspection.amp, loaded.device):
                 loaded.model(x)
     except _StopForward:
         pass

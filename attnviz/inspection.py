@@ -272,7 +272,8 @@ def check_amp(amp: str | None, device: torch.device) -> torch.dtype | None:
     return AMP_DTYPES[amp]
 
 
-def _autocast(amp: str | None, device: torch.device) -> contextlib.AbstractContextManager:
+def amp_autocast(amp: str | None, device: torch.device) -> contextlib.AbstractContextManager:
+    """torch.autocast for ``amp`` on ``device`` (a no-op context for None; see :func:`check_amp`)."""
     dtype = check_amp(amp, device)
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
@@ -311,7 +312,7 @@ def inspect_batch(
         return inspect_intervened(images, loaded, interventions, topk=topk, gradcam=gradcam,
                                   target_class=target_class, amp=amp)
     net, dev = loaded.model, loaded.device
-    autocast = _autocast(amp, dev)
+    autocast = amp_autocast(amp, dev)
     if net.training:
         import warnings
 

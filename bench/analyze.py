@@ -21,6 +21,7 @@ bench.py's marker, so bench.py keeps them).
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import statistics
 import subprocess
@@ -37,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 import attnviz  # noqa: E402
 from attnviz.analysis import analyze  # noqa: E402
+from attnviz.inspection import amp_autocast  # noqa: E402
 from attnviz.models.loading import LoadedModel  # noqa: E402
 from attnviz.preprocess import prepare  # noqa: E402
 from attnviz.synthetic import CLASSES, generate  # noqa: E402
@@ -58,22 +60,38 @@ def write_folder(root: Path, n: int, size: tuple[int, int], fmt: str) -> Path:
     return root
 
 
-def bare_forward(loaded: LoadedModel, x: torch.Tensor, batch: int) -> float:
+def bare_forward(loaded: LoadedModel, x: torch.Tensor, batch: int, amp: str | None = None) -> float:
+    """The same forwards as analyze makes (host tensor -> device, autocast), nothing captured."""
+    fmt = torch.channels_last if CHANNELS_LAST[0] else torch.contiguous_format
     t0 = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), amp_autocast(amp, loaded.device):
         for i in range(0, len(x), batch):
-            loaded.model(x[i:i + batch])
+            loaded.model(x[i:i + batch].to(loaded.device, non_blocking=True).contiguous(memory_format=fmt))
+    if loaded.device.type == "cuda":
+        torch.cuda.synchronize(loaded.device)
     return time.perf_counter() - t0
 
 
-def throughput(loaded: LoadedModel, folder: Path, repeats: int, batch: int = 32) -> dict:
+#: --channels-last (the GPU rows): models and inputs in NHWC; a one-element list set by main().
+CHANNELS_LAST = [False]
+
+
+def on_device(loaded: LoadedModel, device: str) -> LoadedModel:
+    """``loaded`` on ``device`` (a copy; channels-last when asked: the bench's own model)."""
+    model = copy.deepcopy(loaded.model).to(torch.device(device))
+    if CHANNELS_LAST[0]:
+        model = model.to(memory_format=torch.channels_last)
+    return LoadedModel(loaded.variant, model.eval(), torch.device(device), loaded.weights)
+
+
+def throughput(loaded: LoadedModel, folder: Path, repeats: int, batch: int = 32, amp: str | None = None) -> dict:
     files = sorted(folder.rglob("*.*"))
     x = torch.cat([prepare(f, loaded.preprocess).tensor for f in files])  # decoded once, up front
-    bare_forward(loaded, x[:batch], batch)  # warm-up
-    analyze(folder, loaded, batch_size=batch, max_images=batch)
+    bare_forward(loaded, x[:batch], batch, amp)  # warm-up
+    analyze(folder, loaded, batch_size=batch, max_images=batch, amp=amp)
     # ABBA (ms): drift on a shared machine hits both rows of a pair alike
-    t_bare, t_an = abba(lambda: bare_forward(loaded, x, batch), lambda: analyze(folder, loaded, batch_size=batch),
-                        repeats, warmup=0)
+    t_bare, t_an = abba(lambda: bare_forward(loaded, x, batch, amp),
+                        lambda: analyze(folder, loaded, batch_size=batch, amp=amp), repeats, warmup=0)
     n = len(files)
     bare, an = 1e3 * n / statistics.median(t_bare), 1e3 * n / statistics.median(t_an)
     # The ratio is judged on the median of the per-pair ratios: the machine's speed moves between
@@ -136,6 +154,8 @@ def markdown(rows: list[dict], rss: dict | None, ray_rows: dict | None, args: ar
     lines = [BEGIN, "", "## `attnviz analyze` (bench/analyze.py)", "",
              f"`python bench/analyze.py {' '.join(sys.argv[1:])}`, {os.cpu_count()} CPU cores, torch "
              f"{torch.__version__}, {torch.get_num_threads()} torch threads, batch 32, local engine, "
+             f"device {args.device}{' ' + torch.cuda.get_device_name() if args.device.startswith('cuda') else ''}, "
+             f"amp {args.amp or 'off (float32)'}, {'channels-last' if args.channels_last else 'NCHW'}, "
              f"{args.repeats} ABBA-alternating repeats (img/s: medians), load average {os.getloadavg()[0]:.1f} "
              "at the end (other work shared the machine).", "",
              "| model | input | images | bare forward img/s | analyze img/s | analyze / bare (median of pairs, range) |",
@@ -172,17 +192,23 @@ def main() -> None:
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--skip-ray", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    p.add_argument("--device", default="cpu", help="the GPU rows: --device cuda [--amp bf16|fp16] [--channels-last]")
+    p.add_argument("--amp", choices=("bf16", "fp16"), help="analyze and the bare forward under autocast")
+    p.add_argument("--channels-last", action="store_true", help="models and inputs in channels-last (NHWC)")
     args = p.parse_args()
+    CHANNELS_LAST[0] = args.channels_last
     rows, rss, ray_rows = [], None, None
     with tempfile.TemporaryDirectory() as tmp:
         small = write_folder(Path(tmp) / "96", args.images, (96, 96), "png")
         for name in BUILTINS:
-            rows.append({**throughput(attnviz.load_model(name, device="cpu"), small, args.repeats), "input": "96 px PNG"})
+            loaded = on_device(attnviz.load_model(name, device="cpu"), args.device)
+            rows.append({**throughput(loaded, small, args.repeats, amp=args.amp), "input": "96 px PNG"})
             print(rows[-1], flush=True)
         if not args.skip_r50:
             big = write_folder(Path(tmp) / "224", args.r50_images, (320, 256), "jpg")
             for name in ("se_resnet50", "cbam_resnet50"):
-                rows.append({**throughput(random_init(name), big, args.repeats), "input": "224 px (JPEG 320x256)"})
+                rows.append({**throughput(on_device(random_init(name), args.device), big, args.repeats, amp=args.amp),
+                             "input": "224 px (JPEG 320x256)"})
                 print(rows[-1], flush=True)
         if not args.skip_rss:
             rss = {n: rss_mb(n) for n in (1000, 5000)}

@@ -253,3 +253,17 @@ def test_local_path_never_imports_ray_and_attnviz_exports_analyze():
             "assert not [m for m in sys.modules if m == 'ray' or m.startswith('ray.')]\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
+
+
+def test_amp_runs_the_forwards_under_autocast_and_fp16_on_a_cpu_is_refused_first():
+    """bf16 autocast (CPU) gives the float32 run's statistics approximately (bf16 moves gates by up
+    to ~6e-2 on the built-ins, BENCHMARKS.md); fp16 on a CPU is refused before any image is read."""
+    plain = analyze("synthetic:16", "shapes_se_resnet", num_workers=0, device="cpu")
+    bf16 = analyze("synthetic:16", "shapes_se_resnet", num_workers=0, device="cpu", amp="bf16")
+    assert bf16.n_images == plain.n_images == 16
+    for a, b in zip(plain.channel_blocks, bf16.channel_blocks):
+        assert a.name == b.name and np.abs(a.mean - b.mean).max() < 0.1
+    assert any(np.abs(a.mean - b.mean).max() > 0 for a, b in zip(plain.channel_blocks, bf16.channel_blocks)), \
+        "bf16 ran: some gate moved"
+    with pytest.raises(ValueError, match="fp16"):
+        analyze("synthetic:16", "shapes_se_resnet", num_workers=0, device="cpu", amp="fp16")

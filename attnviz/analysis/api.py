@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from ..inspection import ModelSpec, resolve_model
+from ..inspection import ModelSpec, check_amp, resolve_model
 from ..models.loading import LoadedModel
 from .analysis import Analysis
 from .batch import empty_analysis
@@ -54,6 +54,7 @@ def analyze(
     progress: Progress | None = None,
     checkpoint: str | os.PathLike | None = None,
     checkpoint_every: int = 20,
+    amp: str | None = None,
 ) -> Analysis:
     """Statistics of every attention gate of ``model`` over the images of ``source``.
 
@@ -76,12 +77,14 @@ def analyze(
         progress: called as ``progress(items_done, items_total)`` after every batch.
         checkpoint: a file the partial analysis is saved to every ``checkpoint_every`` batches
             (local engine), so an interrupted run can be resumed from it.
+        amp: ``"bf16"`` / ``"fp16"`` (CUDA): forwards under autocast, as ``inspect(amp=)``.
 
     Files that cannot be decoded are listed in ``Analysis.skipped`` and never stop the run.
     Raises :class:`~attnviz.analysis.SourceError` (a ValueError) for an unusable source.
     """
     _check_options(batch_size, engine)  # before a model is loaded
     loaded = resolve_model(model, weights=weights, device=device)
+    check_amp(amp, loaded.device)  # before any image is read: fp16 on a CPU is refused
     src, base, todo = _plan(source, loaded, classes, max_images, bins, start, stop, resume)
     total = sum(b - a for a, b in todo)
     workers = default_workers() if num_workers is None else num_workers
@@ -89,9 +92,9 @@ def analyze(
         from .engine_ray import run_ray  # imported only here: the local path never loads ray
 
         return Analysis.merge(base, run_ray(src, loaded, todo, bins=bins, batch_size=batch_size,
-                                            address=ray_address, progress=progress))
+                                            address=ray_address, amp=amp, progress=progress))
     return _run_local(src, loaded, base, todo, total, bins=bins, batch_size=batch_size, workers=workers,
-                      progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every)
+                      progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every, amp=amp)
 
 
 def _check_options(batch_size: int, engine: str) -> None:
@@ -116,7 +119,7 @@ def _plan(source: str | os.PathLike | ResolvedSource, loaded: LoadedModel, class
 
 def _run_local(src: ResolvedSource, loaded: LoadedModel, base: Analysis, todo: list[tuple[int, int]], total: int, *,
                bins: int, batch_size: int, workers: int, progress: Progress | None,
-               checkpoint: str | os.PathLike | None, checkpoint_every: int) -> Analysis:
+               checkpoint: str | os.PathLike | None, checkpoint_every: int, amp: str | None) -> Analysis:
     result = base
     done_before = 0
     for a, b in todo:
@@ -129,7 +132,7 @@ def _run_local(src: ResolvedSource, loaded: LoadedModel, base: Analysis, todo: l
         def save_partial(part: Analysis, result: Analysis = result) -> None:
             Analysis.merge(result, part).save(Path(checkpoint))
 
-        part = run_range(src, loaded, a, b, bins=bins, batch_size=batch_size, num_workers=workers,
+        part = run_range(src, loaded, a, b, bins=bins, batch_size=batch_size, num_workers=workers, amp=amp,
                          progress=report, on_checkpoint=save_partial if checkpoint else None,
                          checkpoint_every=checkpoint_every)
         result = Analysis.merge(result, part)

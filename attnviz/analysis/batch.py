@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..capture import capture
+from ..inspection import amp_autocast
 from ..models.loading import LoadedModel
 from .analysis import Analysis
 from .sources import ResolvedSource
@@ -28,11 +29,12 @@ def model_dtype(net: nn.Module) -> torch.dtype:
     return torch.float32 if p is None else p.dtype
 
 
-def forward_batch(net: nn.Module, device: torch.device, x: torch.Tensor) -> BatchGates:
-    """Run ``net`` on ``x`` [n, 3, S, S] with every attention gate captured."""
+def forward_batch(net: nn.Module, device: torch.device, x: torch.Tensor, amp: str | None = None) -> BatchGates:
+    """Run ``net`` on ``x`` [n, 3, S, S] with every attention gate captured; ``amp`` ("bf16",
+    "fp16" or None) runs the forward under autocast, the model unchanged (gates read out in float32)."""
     # The input takes the model's dtype: a float64 model gives float64 gates (exactness checks).
     x = x.to(device, dtype=model_dtype(net), non_blocking=True)
-    with capture(net) as cap, torch.inference_mode():
+    with capture(net) as cap, torch.inference_mode(), amp_autocast(amp, device):
         logits = net(x)
     preds = logits.argmax(1).cpu().numpy().astype(np.int64)
     # blocks with only branch weights (SelectiveKernel, SplitAttn) have no statistics here yet;

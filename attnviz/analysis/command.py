@@ -35,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                          "default: start a local Ray")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--bins", type=int, default=20, help="histogram bins on [0, 1] per gate (default 20)")
+    p.add_argument("--amp", choices=("bf16", "fp16"), help="forwards under autocast (fp16: CUDA only); "
+                                                           "faster on GPUs, gates approximate")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
 
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
             max_images=args.max_images, engine=args.engine, ray_address=args.ray_address, bins=args.bins,
             resume=resume, progress=update, checkpoint=checkpoint if args.engine == "local" else None,
+            amp=args.amp,
         )
     except SourceError as e:
         close()

@@ -43,7 +43,7 @@ def loader(src: ResolvedSource, indices: range, loaded: LoadedModel, batch_size:
 
 def run_range(
     src: ResolvedSource, loaded: LoadedModel, start: int, stop: int, *, bins: int, batch_size: int,
-    num_workers: int, progress: Progress | None = None,
+    num_workers: int, amp: str | None = None, progress: Progress | None = None,
     on_checkpoint: Callable[[Analysis], None] | None = None, checkpoint_every: int = 0,
 ) -> Analysis:
     """Items ``start .. stop - 1`` of ``src`` as one partial analysis (range ``[start, stop)``)."""
@@ -52,7 +52,7 @@ def run_range(
     done = start
     for k, batch in enumerate(loader(src, range(start, stop), loaded, batch_size, num_workers), 1):
         if len(batch.labels):
-            fold(part, forward_batch(loaded.model, loaded.device, batch.x), batch.labels)
+            fold(part, forward_batch(loaded.model, loaded.device, batch.x, amp), batch.labels)
         part.skipped.extend((src.name_of(i), err) for i, err in batch.errors)
         done += batch.size
         # Batches arrive through the DataLoader's receiving thread and its own malloc arena:

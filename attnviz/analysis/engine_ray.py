@@ -44,13 +44,14 @@ def decode_batch(batch: dict[str, np.ndarray], src: ResolvedSource, config: Any)
 class GateActor:
     """Ray Data actor: holds the model on its device, forwards and captures each batch."""
 
-    def __init__(self, loaded: LoadedModel, threads: int) -> None:
+    def __init__(self, loaded: LoadedModel, threads: int, amp: str | None = None) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = loaded.model.to(device).eval()
         self.device = device
+        self.amp = amp if device.type == "cuda" or amp == "bf16" else None  # fp16 is CUDA-only
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -59,7 +60,8 @@ class GateActor:
         out = {"index": batch["index"], "label": batch["label"], "error": batch["error"],
                "pred": np.full(len(ok), -1, np.int64)}
         if ok.any():
-            gates = forward_batch(self.model, self.device, torch.from_numpy(np.ascontiguousarray(batch["x"][ok])))
+            gates = forward_batch(self.model, self.device, torch.from_numpy(np.ascontiguousarray(batch["x"][ok])),
+                                  self.amp)
             out["pred"][ok] = gates.predictions
             for name, _kind, _stage, channel, spatial in gates.blocks:
                 for role, values in (("c", channel), ("s", spatial)):
@@ -115,7 +117,7 @@ def _batch_gates(batch: dict[str, np.ndarray], ok: np.ndarray, sites: list) -> B
 
 
 def run_ray(src: ResolvedSource, loaded: LoadedModel, todo: list[tuple[int, int]], *, bins: int, batch_size: int,
-            address: str | None = None, progress: Progress | None = None) -> Analysis:
+            address: str | None = None, amp: str | None = None, progress: Progress | None = None) -> Analysis:
     """Items in the ranges ``todo`` of ``src`` as one partial analysis, computed on Ray."""
     import ray
     import ray.data
@@ -137,7 +139,7 @@ def run_ray(src: ResolvedSource, loaded: LoadedModel, todo: list[tuple[int, int]
                                  override_num_blocks=max(1, min(len(indices) // batch_size, 64)))
         ds = ds.map_batches(decode_batch, fn_kwargs={"src": src, "config": loaded.preprocess},
                             batch_size=batch_size, batch_format="numpy")
-        ds = ds.map_batches(GateActor, fn_constructor_kwargs={"loaded": cpu_copy, "threads": threads},
+        ds = ds.map_batches(GateActor, fn_constructor_kwargs={"loaded": cpu_copy, "threads": threads, "amp": amp},
                             batch_size=batch_size, batch_format="numpy", num_gpus=gpus or None,
                             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
         sites = find_gates(loaded.model)

@@ -21,7 +21,6 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
-from urllib.parse import urlsplit
 
 from . import weights as W
 from .loading import default_variant_name
