@@ -1,7 +1,9 @@
-"""Any timm model in the app, offline: its weights staged in the running app's Hugging Face cache
-in the exact layout huggingface_hub writes (timm's own architecture at random init), then picked
-by typing ``timm:NAME``: /inspect shows its SE gates, /compare puts it beside a built-in, an
-unknown name is one clear error, and the Inspect tab draws it in a real browser."""
+"""Any model in the app, offline. A timm model: its weights staged in the running app's Hugging
+Face cache in the exact layout huggingface_hub writes (timm's own architecture at random init),
+then picked by typing ``timm:NAME``: /inspect shows its SE gates, /compare puts it beside a
+built-in, an unknown name is one clear error, and the Inspect tab draws it in a real browser.
+The user's own model: a self-describing checkpoint uploaded to /inspect runs as itself, with its
+own classes, whatever variant is chosen."""
 from __future__ import annotations
 
 import pytest
@@ -11,6 +13,7 @@ from tests.test_browser import (  # noqa: F401 (browser, shapes_image: fixtures)
     TIMEOUT_MS, _assert_not_blank, browser, open_with_image, shapes_image,
 )
 
+from .test_own_models import _described_file, _tiny_description
 from .weights_support import put_in_hf_cache
 
 TIMM_MODEL = "mobilenetv3_small_050"  # 1.6 M parameters, 9 SE modules with hard-sigmoid gates
@@ -68,3 +71,14 @@ def test_timm_model_typed_in_the_inspect_tab(app_server, browser, staged, shapes
         assert page.locator("#inspect-block input").input_value().startswith("blocks.")
     finally:
         page.close()
+
+
+def test_uploaded_self_describing_checkpoint_runs_as_itself(client, shapes_image, tmp_path):
+    from gradio_client import handle_file
+
+    ckpt = _described_file(tmp_path / "tiny.safetensors", _tiny_description())
+    summary = client.predict(handle_file(str(shapes_image)), "shapes_cbam_resnet", 0.5, "jet",
+                             handle_file(str(ckpt)), api_name="/inspect")[0]
+    assert sorted(p["label"] for p in summary["predictions"]) == ["a", "b", "c"]
+    assert summary["weights"].startswith("trained from random init by attnviz on /data/abc, 12 images")
+    assert {b["kind"] for b in summary["blocks"]} == {"se"} and summary["input_size"] == 32
