@@ -26,7 +26,7 @@ from typing import Union
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from . import sniff
+from .sniff import HEAD_BYTES, describe, image_format, polyglot, zip_tail
 from .gate import MAX_FILE_BYTES, FileRefused, display_name, megabytes, open_file
 from .gate import one_line as _one_line
 
@@ -146,12 +146,12 @@ def _orientation(im: Image.Image) -> int:
 
 def _sniffed_format(fp, name: str, max_pixels: int) -> str:
     """The one allow-listed format the bytes are, checked before any decoder sees them."""
-    head = fp.read(sniff.HEAD_BYTES)
+    head = fp.read(HEAD_BYTES)
     fp.seek(0)
-    fmt = sniff.image_format(head)
+    fmt = image_format(head)
     if fmt is None:
-        raise ImageLoadError(name, sniff.describe(head), _accepted_images(max_pixels))
-    other = sniff.polyglot(head) or ("a zip archive" if sniff.zip_tail(fp) else None)
+        raise ImageLoadError(name, describe(head), _accepted_images(max_pixels))
+    other = polyglot(head) or ("a zip archive" if zip_tail(fp) else None)
     if other:
         raise ImageLoadError(name, f"refused: the {fmt} file is also {other} (a polyglot file)",
                              _accepted_images(max_pixels))
