@@ -26,7 +26,7 @@ from typing import Union
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-from .sniff import HEAD_BYTES, describe, image_format, polyglot, zip_tail
+from .sniff import HEAD_BYTES, describe, image_format, polyglot, webp_size, zip_tail
 from .gate import MAX_FILE_BYTES, FileRefused, display_name, megabytes, open_file
 from .gate import one_line as _one_line
 
@@ -155,6 +155,9 @@ def _sniffed_format(fp, name: str, max_pixels: int) -> str:
     if other:
         raise ImageLoadError(name, f"refused: the {fmt} file is also {other} (a polyglot file)",
                              _accepted_images(max_pixels))
+    size = webp_size(head) if fmt == "WEBP" else None  # the other formats' headers: Image.open
+    if size and size[0] * size[1] > max_pixels:
+        raise _too_large(name, size, max_pixels)
     return fmt
 
 

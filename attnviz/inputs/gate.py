@@ -32,7 +32,10 @@ _NOT_REGULAR = (
 def one_line(text: object) -> str:
     """Collapse whitespace / control characters so messages stay on one line; bytes of a file
     name that are not UTF-8 (Python keeps them as lone surrogates) are shown as ``\\xNN``."""
-    text = str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    text = str(text)
+    if text.isprintable() and "  " not in text and text == text.strip():
+        return text  # the common case, fast (a batch over 10^6 missing files formats 10^6 errors)
+    text = text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return re.sub(r"\s+", " ", "".join(c if c.isprintable() else " " for c in text)).strip()
 
 
@@ -75,8 +78,8 @@ def check_stat(st: os.stat_result, name: str, accepted: str, max_bytes: int | No
     if st.st_size == 0:
         raise error(name, "file is empty (0 bytes)", accepted)
     if max_bytes is not None and st.st_size > max_bytes:
-        raise error(name, f"file is {megabytes(st.st_size)}, more than the limit of {megabytes(max_bytes)}",
-                    accepted)
+        raise error(name, f"file is {st.st_size:,} bytes, more than the limit of {max_bytes:,} bytes "
+                          f"({megabytes(max_bytes)})", accepted)
 
 
 def check_file(path: str | bytes | os.PathLike, *, accepted: str, max_bytes: int | None = MAX_FILE_BYTES,

@@ -70,6 +70,22 @@ def image_format(head: bytes) -> str | None:
     return None
 
 
+def webp_size(head: bytes) -> tuple[int, int] | None:
+    """Canvas width and height from a WebP's first chunk (VP8X, VP8L or VP8), or None.
+
+    Checked before the decoder opens the file: libwebp's animation decoder allocates its whole
+    canvas when it is created, before Pillow could compare the size against any limit."""
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:
+        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    return None
+
+
 def polyglot(head: bytes) -> str | None:
     """What else the first bytes of an image are (a PDF, PostScript, HTML, SVG, PHP), or None."""
     low = head[:HEAD_BYTES].lower()
@@ -109,4 +125,4 @@ def describe(head: bytes) -> str:
     return "not a supported image (unrecognised or unsupported format)"
 
 
-__all__ = ["HEAD_BYTES", "SIGNATURES", "describe", "image_format", "polyglot", "zip_tail"]
+__all__ = ["HEAD_BYTES", "SIGNATURES", "describe", "image_format", "polyglot", "webp_size", "zip_tail"]
