@@ -181,10 +181,11 @@ def _single_weights_member(zf: zipfile.ZipFile, what: str) -> zipfile.ZipInfo:
     if len(weights) != 1:
         raise WeightsError(
             f"{what}: a zip archive must hold exactly one weights file "
-            f"({', '.join(_WEIGHT_SUFFIXES)}); found {[i.filename for i in files][:8]}"
+            f"({', '.join(_WEIGHT_SUFFIXES)}); found {[i.filename[:80] for i in files][:8]}; accepted: {ACCEPTED}"
         )
     if weights[0].file_size > _MAX_MEMBER_BYTES:
-        raise WeightsError(f"{what}: {weights[0].filename} claims {weights[0].file_size} bytes; refused")
+        raise WeightsError(f"{what}: {weights[0].filename[:80]} claims {weights[0].file_size} bytes, more than "
+                           f"{_MAX_MEMBER_BYTES >> 30} GiB; refused; accepted: {ACCEPTED}")
     return weights[0]
 
 
