@@ -177,14 +177,27 @@ def burst(url: str, n: int, image: str) -> tuple[int, int, float]:
     return sum(code == 200 for code, _ in answers), busy, max(t for _, t in answers)
 
 
+def _scratch(roots: list[Path]) -> tuple[float, int]:
+    """(MB, folders) under the scratch roots; folders removed while counted are skipped."""
+    size, folders = 0, 0
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root, onerror=lambda e: None):
+            folders += len(dirnames) if dirpath == str(root) else 0
+            for f in filenames:
+                try:
+                    size += os.stat(os.path.join(dirpath, f)).st_size
+                except OSError:
+                    pass
+    return round(size / 2**20, 1), folders
+
+
 def _sampler(pid: int, scratch: list[Path], rows: list[dict], stop: threading.Event, t0: float, every: float) -> None:
     from bench import mb, rss_bytes
 
     while not stop.wait(every):
-        files = [p for root in scratch for p in root.rglob("*") if p.is_file()] if scratch else []
+        mb_used, folders = _scratch(scratch)
         rows.append({"t_s": round(time.monotonic() - t0), "rss_mb": mb(rss_bytes(pid)[0]),
-                     "fds": len(os.listdir(f"/proc/{pid}/fd")), "scratch_mb": round(sum(p.stat().st_size for p in files) / 2**20, 1),
-                     "scratch_folders": sum(len(list(r.iterdir())) for r in scratch)})
+                     "fds": len(os.listdir(f"/proc/{pid}/fd")), "scratch_mb": mb_used, "scratch_folders": folders})
         r = rows[-1]
         print(f"{r['t_s']:6d} s  RSS {r['rss_mb']:7.1f} MB  fds {r['fds']:3d}  scratch {r['scratch_mb']:6.1f} MB "
               f"in {r['scratch_folders']} folders", flush=True)
@@ -236,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
           f"equal to serial: {outcome.done - len(outcome.mismatches)}/{outcome.done}; errors: {len(outcome.errors)}")
     if rows:
         warm = rows[min(2, len(rows) - 1)]
-        print(f"after warm-up (t={warm['t_s']} s) -> end: RSS {warm['rss_mb']} -> {rows[-1]['rss_mb']} MB, "
+        print(f"after warm-up (t={warm['t_s']} s) -> end: RSS {warm['rss_mb']:.1f} -> {rows[-1]['rss_mb']:.1f} MB "
+              f"(min {min(r['rss_mb'] for r in rows[2:] or rows):.1f}, max {max(r['rss_mb'] for r in rows[2:] or rows):.1f}), "
               f"fds {warm['fds']} -> {rows[-1]['fds']}, scratch max {max(r['scratch_mb'] for r in rows)} MB / "
               f"{max(r['scratch_folders'] for r in rows)} folders")
     if args.burst:

@@ -271,14 +271,16 @@ def all_kinds() -> list[Kind]:
 
 def markdown_table(kinds: list[Kind] | None = None) -> str:
     kinds = all_kinds() if kinds is None else kinds
+    notes = {T_IMG: "corpus¹", T_IMG_LC: "corpus²"}
     lines = ["| # | input | what it is | tried on | what it gets | checked by |", "|---|---|---|---|---|---|"]
     for i, k in enumerate(kinds, 1):
         name = k.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-        name = name.replace("\n", "\\n").replace("|", "\\|")
+        name = name.replace("\n", "\\n")
         if len(name) > 40:
             name = name[:20] + "…" + name[-8:]
-        cells = [str(i), f"`{name}`", k.what, k.where, k.gets, k.test]
-        lines.append("| " + " | ".join(c.replace("|", "\\|") if j else c for j, c in enumerate(cells)) + " |")
+        cells = [str(i), f"`{name}`", k.what, k.where, k.gets, notes.get(k.test, k.test)]
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    lines += ["", f"¹ {T_IMG}.", "", f"² {T_IMG_LC} (not something HTTP can carry)."]
     return "\n".join(lines) + "\n"
 
 

@@ -133,7 +133,7 @@ CHECKPOINTS_CHECKED_ELSEWHERE: list[Kind] = [
          T_WF + "test_pickle_that_runs_code_is_refused[zip]"),
     Kind("evil-raw.pth", "a raw pickle (protocol 2 and 5) that would call os.system",
          "Only safetensors files and torch files holding plain weights … are accepted; marker never created", LIB_CLI,
-         T_WF + "test_pickle_that_runs_code_is_refused[pickle-2, pickle-5]"),
+         T_WF + "test_pickle_that_runs_code_is_refused[pickle-2], ::test_pickle_that_runs_code_is_refused[pickle-5]"),
     Kind("a.pth", "text named .pth", "not a readable weights file", LIB_CLI, T_WF + "test_non_weights_files_are_rejected_cleanly"),
     Kind("b.safetensors", "16 zero bytes named .safetensors", "not a valid safetensors file", LIB_CLI,
          T_WF + "test_non_weights_files_are_rejected_cleanly"),
@@ -225,6 +225,7 @@ ZIPS_CHECKED_ELSEWHERE: list[Kind] = [
 
 T_FD = "test_app_hostile.py::test_file_payloads_the_server_never_handed_out_are_refused"
 APP = "app (HTTP API)"
+APP_LIVE = "app (HTTP API, the app in the test's process)"
 APP_KINDS: list[Kind] = [
     Kind("FileData /etc/passwd", "an image payload whose path is /etc/passwd", "was not uploaded by a user", APP, T_FD),
     Kind("FileData app.py", "an image payload pointing at the app's source", "was not uploaded by a user", APP, T_FD),
@@ -241,12 +242,13 @@ APP_KINDS: list[Kind] = [
     Kind("201 MB upload", "an upload over the 200 MB limit", "413; the client says 'maximum file size'", APP,
          "test_app.py::test_upload_over_size_limit_is_refused"),
     Kind("no image", "a request without an image", "No image: upload one …", APP, "test_app.py::test_missing_image"),
-    Kind("queue full", "more waiting requests than ATTNVIZ_MAX_QUEUE", "HTTP 503 'Queue is full' at once", APP,
+    Kind("queue full", "more waiting requests than ATTNVIZ_MAX_QUEUE", "HTTP 503 'Queue is full' at once", APP_LIVE,
          "test_app_hostile.py::test_full_queue_answers_busy_and_disconnects_leave_nothing"),
     Kind("disconnect", "clients that leave mid-request (running and queued)", "no hooks, no queued event, no unpacked "
-         "images left; the next request answers the same", APP,
+         "images left; the next request answers the same", APP_LIVE,
          "test_app_hostile.py::test_full_queue_answers_busy_and_disconnects_leave_nothing"),
-    Kind("300 requests", "300 requests' outputs", "at most ATTNVIZ_MAX_SCRATCH_FOLDERS folders kept, oldest removed", APP,
+    Kind("300 requests", "300 requests' outputs", "at most ATTNVIZ_MAX_SCRATCH_FOLDERS folders kept, oldest removed",
+         "app (scratch policy; live in bench/load_mixed.py)",
          "test_app_hostile.py::test_scratch_folders_stay_bounded_over_300_requests"),
 ]
 
