@@ -20,7 +20,7 @@ from typing import Any
 from .analysis import Analysis, SourceError, analyze
 from .analysis.plots import excitation_figure, save_png, saturation_figure, spatial_figure, specificity_figure
 from .analysis.sources import IMAGE_SUFFIXES
-from .inputs.gate import FileRefused, open_file
+from .inputs.gate import FileRefused, one_line, open_file
 
 MAX_ZIP_FILES = 5000
 MAX_ZIP_BYTES = 512 * 2**20  # uncompressed total
@@ -36,7 +36,7 @@ class UploadError(ValueError):
     """An upload the Dataset tab refuses; str() is one line ending with what is accepted."""
 
     def __init__(self, problem: str) -> None:
-        super().__init__(f"{problem}; accepted: {ZIP_ACCEPTED}")
+        super().__init__(f"{one_line(problem)}; accepted: {ZIP_ACCEPTED}")
 
 
 def _safe_name(info: zipfile.ZipInfo) -> PurePosixPath:

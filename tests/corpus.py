@@ -272,7 +272,8 @@ def all_kinds() -> list[Kind]:
 def markdown_table(kinds: list[Kind] | None = None) -> str:
     kinds = all_kinds() if kinds is None else kinds
     notes = {T_IMG: "corpus¹", T_IMG_LC: "corpus²"}
-    lines = ["| # | input | what it is | tried on | what it gets | checked by |", "|---|---|---|---|---|---|"]
+    lines = [f"{len(kinds)} kinds ({sum(k.gets.startswith('ok') for k in kinds)} odd but valid, the rest refused).", "",
+             "| # | input | what it is | tried on | what it gets | checked by |", "|---|---|---|---|---|---|"]
     for i, k in enumerate(kinds, 1):
         name = k.name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
         name = name.replace("\n", "\\n")

@@ -164,6 +164,8 @@ SOURCES: list[Case] = [
          _rows("empty_label.csv", ["a.png,x", "b.png, "])),
     Case("fifo.csv", "a FIFO given as the list", "is a FIFO (named pipe), not a regular file", SRC, T_SRC,
          _special("fifo.csv", _fifo)),
+    Case("new\nline.csv", "a list whose name holds a newline (and no rows)", "the list has no rows", SRC, T_SRC,
+         _rows("new\nline.csv", ["path,label"])),
     Case("huge_field.csv", "a 200 kB path field", "unreadable list file", SRC, T_SRC,
          _rows("huge_field.csv", ["x" * 200_000 + ".png,a"])),
 ]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..inputs.gate import FileRefused, open_file
+from ..inputs.gate import FileRefused, one_line, open_file
 from ..preprocess import PreprocessConfig, prepare
 
 #: File name endings read as images in folders (others are ignored, not reported).
@@ -41,6 +41,9 @@ ACCEPTED = ("a folder of class subfolders (ImageFolder), a folder of images, a .
 
 class SourceError(ValueError):
     """A source that cannot be analysed; ``str(err)`` is one line naming it and what is accepted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))  # a path may hold a newline; the message may not
 
 
 @dataclass(frozen=True)

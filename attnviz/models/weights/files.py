@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ...inputs.gate import FileRefused, check_file
+from ...inputs.gate import FileRefused, check_file, one_line
 from .errors import WeightsError
 
 _WEIGHT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".tar", ".bin", ".ckpt", ".safetensors")
@@ -101,7 +101,7 @@ def _k(key: str) -> str:
 
 
 def _bad_header(name: str, problem: str) -> WeightsError:
-    return WeightsError(f"{name}: not a valid safetensors file ({problem}); accepted: {ACCEPTED}")
+    return WeightsError(f"{name}: not a valid safetensors file ({one_line(problem)}); accepted: {ACCEPTED}")
 
 
 def _tensor_extent(key: str, entry: object, data_len: int, name: str) -> tuple[int, int]:
