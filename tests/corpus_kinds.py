@@ -92,6 +92,15 @@ def _zip(name: str, members: dict[str, bytes]) -> Callable[[Path], Path]:
 
 
 LIB = "library"
+T_PATH = "test_file_gate.py::test_impossible_paths_are_refused_by_name"
+PATHS: list[Case] = [
+    Case("x…x.png (300 bytes)", "a file name longer than the file system allows", "cannot access file (File name too long)",
+         LIB, T_PATH, lambda folder: folder / ("x" * 300 + ".png")),
+    Case("a\\0b.png", "a path holding a NUL byte", "the file name contains a NUL byte", LIB, T_PATH,
+         lambda folder: folder / "a\0b.png"),
+    Case("/dev/zero", "/dev/zero itself", "zero: is a character device, not a regular file", LIB, T_PATH,
+         lambda folder: Path("/dev/zero")),
+]
 LIB_CLI = "library, CLI (--weights)"
 T_CKPT = "test_hostile_inputs.py::test_bad_checkpoint_is_refused_naming_it"
 T_WF = "test_weights_files.py::"
@@ -254,7 +263,7 @@ APP_KINDS: list[Kind] = [
          "test_app_hostile.py::test_scratch_folders_stay_bounded_over_300_requests"),
 ]
 
-OTHER_KINDS: list[Kind] = (CHECKPOINTS + CHECKPOINTS_CHECKED_ELSEWHERE + SOURCES + SOURCES_CHECKED_ELSEWHERE + ZIPS
+OTHER_KINDS: list[Kind] = (PATHS + CHECKPOINTS + CHECKPOINTS_CHECKED_ELSEWHERE + SOURCES + SOURCES_CHECKED_ELSEWHERE + ZIPS
                            + ZIPS_CHECKED_ELSEWHERE + APP_KINDS)
 
-__all__ = ["CHECKPOINTS", "OTHER_KINDS", "SOURCES", "ZIPS", "Case"]
+__all__ = ["CHECKPOINTS", "OTHER_KINDS", "PATHS", "SOURCES", "ZIPS", "Case"]

@@ -20,6 +20,7 @@ from attnviz.inputs import gate as G
 from attnviz.inputs import sniff
 
 from .corpus import IMAGES, make_corpus
+from .corpus_kinds import PATHS
 from .corpus_makers import gif_frames, one_bit_png, tiff_pages
 
 FUZZ = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -71,6 +72,13 @@ def test_dev_zero_and_a_fifo_by_their_own_names(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     assert _error_of(fifo).startswith("pipe: is a FIFO (named pipe)")
+
+
+@pytest.mark.parametrize("case", PATHS, ids=[c.name for c in PATHS])
+def test_impossible_paths_are_refused_by_name(tmp_path, opened, case):
+    err = _error_of(case.make(tmp_path))
+    assert case.gets in err and "\n" not in err and "accepted: PNG" in err, err
+    assert not opened
 
 
 def test_a_path_swapped_for_a_fifo_after_the_check_is_refused_on_the_open_descriptor(tmp_path, monkeypatch):
