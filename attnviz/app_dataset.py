@@ -20,9 +20,11 @@ from typing import Any
 from .analysis import Analysis, SourceError, analyze
 from .analysis.plots import excitation_figure, save_png, saturation_figure, spatial_figure, specificity_figure
 from .analysis.sources import IMAGE_SUFFIXES
+from .inputs.gate import FileRefused, one_line, open_file
 
 MAX_ZIP_FILES = 5000
 MAX_ZIP_BYTES = 512 * 2**20  # uncompressed total
+MAX_ZIP_FILE_BYTES = 512 * 2**20  # the zip file itself (the app's upload limit is lower)
 MAX_RATIO = 100  # uncompressed / compressed, per member above 1 MB (images barely compress)
 MAX_APP_IMAGES = 2000
 ZIP_ACCEPTED = (f"a .zip of images ({', '.join(s.lstrip('.') for s in IMAGE_SUFFIXES)}), either in one "
@@ -34,7 +36,7 @@ class UploadError(ValueError):
     """An upload the Dataset tab refuses; str() is one line ending with what is accepted."""
 
     def __init__(self, problem: str) -> None:
-        super().__init__(f"{problem}; accepted: {ZIP_ACCEPTED}")
+        super().__init__(f"{one_line(problem)}; accepted: {ZIP_ACCEPTED}")
 
 
 def _safe_name(info: zipfile.ZipInfo) -> PurePosixPath:
@@ -71,14 +73,19 @@ def _check_members(zf: zipfile.ZipFile) -> list[tuple[zipfile.ZipInfo, PurePosix
 
 def extract_images(zip_path: str | Path, dest: Path) -> Path:
     """Unpack the images of ``zip_path`` into ``dest`` (created; nothing is written outside it)."""
+    try:  # through the file gate: a regular file within the size limit, else refused unread
+        fh = open_file(zip_path, accepted="a .zip file", max_bytes=MAX_ZIP_FILE_BYTES)
+    except FileRefused as e:
+        raise UploadError(f"{e.source}: {e.problem}") from None
     try:
-        zf = zipfile.ZipFile(zip_path)
+        zf = zipfile.ZipFile(fh)
     except (zipfile.BadZipFile, OSError, ValueError):
+        fh.close()
         raise UploadError(f"{Path(zip_path).name} is not a zip archive") from None
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     root = dest.resolve()
-    with zf:
+    with fh, zf:
         for info, path in _check_members(zf):
             target = (root / Path(*path.parts)).resolve()
             if root not in target.parents:  # belt and braces after _safe_name

@@ -121,7 +121,7 @@ def launch(demo: gr.Blocks, argv: list[str] | None = None, **launch_kwargs: Any)
     options = configure(argv)
     # SIGTERM (Spaces, systemd, docker stop) exits normally so atexit removes the temp outputs.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    demo.queue(default_concurrency_limit=4)
+    demo.queue(**S.queue_settings())  # bounded: a full queue answers "busy" at once
     trim_memory_every(30.0)  # freed session memory back to the OS (see attnviz.memory)
     demo.launch(max_file_size=S.MAX_FILE_SIZE, show_error=True, state_session_capacity=S.MAX_SESSIONS,
                 **options, **launch_kwargs)

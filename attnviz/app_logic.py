@@ -8,6 +8,7 @@ The compare tabs' own logic is :mod:`attnviz.app_compare`'s.
 """
 from __future__ import annotations
 
+import collections
 import contextvars
 import functools
 import math
@@ -154,17 +155,23 @@ def weights_help(name: str, error: BaseException) -> str:
 
 
 class ScratchFolders:
-    """One fresh folder per request under ``root``; folders older than ``max_age_s`` are removed.
+    """One fresh folder per request under ``root``; folders older than ``max_age_s`` are removed,
+    and beyond ``max_folders`` made by this process the oldest one goes, whatever its age, so
+    the scratch disk stays bounded however fast requests come.
 
-    The sweep runs at most once every ``sweep_every_s`` (by one request at a time): it stats every
-    folder, ~20 ms for the 5000 folders an hour of 1.4 requests/s leaves, too much for every request.
+    The age sweep runs at most once every ``sweep_every_s`` (by one request at a time): it stats
+    every folder, ~20 ms for the 5000 folders an hour of 1.4 requests/s leaves, too much for every
+    request. The count bound costs nothing: the folders are remembered in the order made.
     """
 
     def __init__(self, root: Path, *, max_age_s: float = 3600.0, sweep_every_s: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 max_folders: int | None = None, clock: Callable[[], float] = time.time) -> None:
         self.root, self.max_age_s, self.sweep_every_s, self._clock = Path(root), max_age_s, sweep_every_s, clock
+        self.max_folders = max_folders
         self._last_sweep = -math.inf
         self._sweeping = threading.Lock()
+        self._made: collections.deque[Path] = collections.deque()
+        self._made_lock = threading.Lock()
 
     def new(self) -> Path:
         now = self._clock()
@@ -176,6 +183,12 @@ class ScratchFolders:
                 self._sweeping.release()
         folder = self.root / uuid.uuid4().hex
         folder.mkdir(parents=True)
+        if self.max_folders:
+            with self._made_lock:
+                self._made.append(folder)
+                oldest = [self._made.popleft() for _ in range(len(self._made) - self.max_folders)]
+            for old in oldest:
+                shutil.rmtree(old, ignore_errors=True)
         return folder
 
     def _sweep(self, now: float) -> None:

@@ -44,12 +44,6 @@ EXAMPLE_VARIANT = L.builtin_default()
 COMPARE_DEFAULT = (L.builtin_names() or [DEFAULT_VARIANT])[: L.MAX_COMPARE_VARIANTS]
 DEFAULT_ALPHA, DEFAULT_CMAP = 0.5, "jet"
 
-_SCRATCH = Path(tempfile.mkdtemp(prefix="attnviz-app-"))
-atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
-# Outputs are served from the scratch folder itself (per-request folders with random names,
-# removed after an hour) instead of being hashed and copied into gradio's cache one by one.
-gr.set_static_paths([_SCRATCH])
-scratch_dir = L.ScratchFolders(_SCRATCH).new
 # Model loading and forwards run on one thread, whichever worker gradio runs the event on
 # (torch's OpenMP slows every forward once several threads have run one: see L.TorchThread).
 torch_thread = L.TorchThread()
@@ -75,6 +69,26 @@ STATE_TTL_S = 3600
 MAX_SESSIONS = int(_env_number("ATTNVIZ_MAX_SESSIONS", 128)) or 1
 # two kept results a session at most (its Inspect and its Compare tab)
 RESULTS = ResultCache(int(_env_number("ATTNVIZ_RESULT_CACHE_MB", DEFAULT_MAX_MB) * 2**20), max_items=2 * MAX_SESSIONS)
+# Scratch disk: each request's outputs (~0.2-2 MB) in a folder of their own; at most this many are
+# kept (the oldest go first), and none for more than STATE_TTL_S.
+MAX_SCRATCH_FOLDERS = int(_env_number("ATTNVIZ_MAX_SCRATCH_FOLDERS", 512)) or 1
+# The queue: up to 4 events at once (model events one at a time, see app.MODEL), and at most
+# MAX_QUEUE waiting; one more is answered at once with "Queue is full" (HTTP 503), not kept waiting.
+MAX_QUEUE = int(_env_number("ATTNVIZ_MAX_QUEUE", 64))
+
+
+def queue_settings(**override: Any) -> dict[str, Any]:
+    """``demo.queue(**queue_settings())``: the app's concurrency and queue bounds."""
+    return {"default_concurrency_limit": 4, "max_size": MAX_QUEUE or None, **override}
+
+
+_SCRATCH = Path(tempfile.mkdtemp(prefix="attnviz-app-"))
+atexit.register(shutil.rmtree, _SCRATCH, ignore_errors=True)
+# Outputs are served from the scratch folder itself (per-request folders with random names,
+# removed after an hour, or sooner once MAX_SCRATCH_FOLDERS newer ones exist) instead of being
+# hashed and copied into gradio's cache one by one.
+gr.set_static_paths([_SCRATCH])
+scratch_dir = L.ScratchFolders(_SCRATCH, max_folders=MAX_SCRATCH_FOLDERS).new
 
 
 # ----------------------------------------------------------------------------------------------

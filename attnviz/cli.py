@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 from collections.abc import Sequence
@@ -42,13 +43,26 @@ def _models(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+MAX_STEM_BYTES = 200  # room for "-12", ".json" and the like within a 255-byte file name
+
+
+def _short_stem(stem: str) -> str:
+    """``stem`` cut to MAX_STEM_BYTES (as the file system counts them) plus a hash of the whole."""
+    raw = stem.encode("utf-8", "surrogateescape")
+    if len(raw) <= MAX_STEM_BYTES:
+        return stem
+    head = raw[: MAX_STEM_BYTES - 9].decode("utf-8", "ignore")  # never split a character
+    return f"{head}-{hashlib.sha1(raw).hexdigest()[:8]}"
+
+
 def unique_stems(paths: Sequence[str]) -> list[str]:
-    """File stems made unique: a second ``cat.jpg`` becomes ``cat-2``."""
+    """File stems made unique: a second ``cat.jpg`` becomes ``cat-2``; a name too long for the
+    output files' names (255 bytes) is shortened, keeping a hash of the whole."""
     seen: dict[str, int] = {}
     taken: set[str] = set()
     out = []
     for p in paths:
-        stem = Path(p).stem or "image"
+        stem = _short_stem(Path(p).stem or "image")
         n = seen.get(stem, 0)
         candidate = stem if n == 0 else f"{stem}-{n + 1}"
         while candidate in taken:

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import gc
 import io
+import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import attnviz
+from attnviz.cli import unique_stems
 from attnviz.inputs import ImageLoadError, load_image
+from attnviz.inputs.gate import display_name
 
-from .corpus import make_corpus, make_large
+from .corpus import expected_message, make_corpus, make_large
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = "shapes_cbam_resnet"
@@ -41,19 +45,40 @@ def rss_mb() -> float:
 
 
 def test_corpus_is_large_enough(corpus):
-    assert len(corpus) >= 25
-    assert sum(e == "error" for _, e in corpus.values()) >= 10
-    assert sum(e == "ok" for _, e in corpus.values()) >= 10
+    assert len(corpus) >= 60
+    assert sum(e == "error" for _, e in corpus.values()) >= 35
+    assert sum(e == "ok" for _, e in corpus.values()) >= 20
+
+
+def returns_within(seconds: float, fn, *args):
+    """``fn(*args)`` run in a thread: its result, or its exception re-raised; a call that hangs
+    (a FIFO read, /dev/zero) fails the test instead of hanging it."""
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            box["error"] = e
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    assert not worker.is_alive(), f"{fn.__name__}{args!r} did not return within {seconds} s"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
 
 
 def test_library_on_every_corpus_file(corpus, loaded):
     for name, (path, expected) in corpus.items():
         if expected == "error":
             with pytest.raises(ImageLoadError) as info:
-                attnviz.inspect(path, loaded)
+                returns_within(10, attnviz.inspect, path, loaded)
             msg = str(info.value)
-            assert msg.startswith(f"{name}:"), msg
-            assert "\n" not in msg and "accepted" in msg or "no such file" in msg or "directory" in msg, msg
+            assert msg.startswith(f"{display_name(path)}:"), msg
+            assert "\n" not in msg and "accepted: PNG, JPEG, WebP, GIF, BMP, TIFF" in msg, msg
+            assert expected_message(name) in msg, (name, msg)
         else:
             r = attnviz.inspect(path, loaded)
             size = loaded.preprocess.input_size
@@ -88,22 +113,30 @@ def test_large_valid_image(tmp_path, loaded):
 
 
 def test_cli_reports_each_broken_file_and_processes_the_rest(corpus, tmp_path):
-    paths = [str(p) for p, _ in corpus.values()]
+    """Relative names after '--' (so '-leading-dash.png' is a file, not an option), run where
+    they are; plus /dev/zero itself. Every bad one gets one line naming it, the rest is written."""
+    folder = next(iter(corpus.values()))[0].parent
+    names = [p.name for p, _ in corpus.values()]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
-        [sys.executable, "-m", "attnviz", "inspect", *paths, "--variant", BUILTIN, "--out", str(tmp_path),
-         "--no-figures", "-q"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "attnviz", "inspect", "--variant", BUILTIN, "--out", str(tmp_path / "out"),
+         "--no-figures", "-q", "--", *names, "/dev/zero"],
+        cwd=folder, env=env, capture_output=True, timeout=300,
     )
+    stderr = res.stderr.decode("utf-8", "backslashreplace")
     assert res.returncode == 1
-    assert "Traceback" not in res.stderr
-    errors = [line for line in res.stderr.splitlines() if line.startswith("attnviz: error:")]
-    broken = [n for n, (_, e) in corpus.items() if e == "error"]
-    assert len(errors) == len(broken)
-    for name in broken:
-        assert sum(name in line for line in errors) == 1, name
-    for name, (_, e) in corpus.items():
-        stem = Path(name).stem
-        assert (tmp_path / f"{stem}.json").exists() == (e == "ok"), name
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("attnviz: error:")]
+    broken = [(n, p) for n, (p, e) in corpus.items() if e == "error"]
+    assert len(errors) == len(broken) + 1
+    assert sum(line.startswith("attnviz: error: zero: is a character device") for line in errors) == 1
+    for name, path in broken:
+        shown = f"attnviz: error: {display_name(path)}: "
+        assert sum(line.startswith(shown) for line in errors) == 1, name
+        assert any(expected_message(name) in line for line in errors if line.startswith(shown)), name
+    for (name, (_, e)), stem in zip(corpus.items(), unique_stems(names)):
+        assert (tmp_path / "out" / f"{stem}.json").exists() == (e == "ok"), name
+    assert not (folder / "PWNED").exists() and not (ROOT / "PWNED").exists()  # '$(touch PWNED).png' ran nothing
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -76,7 +76,7 @@ def _load_resume(args: argparse.Namespace, path: Path):
 def run(args: argparse.Namespace) -> int:
     from ..models import WeightsError, load_model
     from .api import analyze
-    from .report import FILES, write_outputs
+    from .report import FILES, LISTED_SKIPPED, write_outputs
     from .sources import SourceError
 
     if args.out.exists() and not args.out.is_dir():
@@ -122,8 +122,11 @@ def run(args: argparse.Namespace) -> int:
     command = ("python -m attnviz analyze " + " ".join(shlex.quote(a) for a in sys.argv[2:])
                if sys.argv[1:2] == ["analyze"] else None)
     paths = write_outputs(result, args.out, command)
-    for name, err in result.skipped:
+    for name, err in result.skipped[:LISTED_SKIPPED]:
         print(f"attnviz: skipped {name}: {err}", file=sys.stderr)
+    if len(result.skipped) > LISTED_SKIPPED:
+        print(f"attnviz: skipped {len(result.skipped) - LISTED_SKIPPED} more files (all are listed in "
+              f"{paths['summary']})", file=sys.stderr)
     if not args.quiet:
         acc = result.accuracy()
         print(f"{result.n_images} of {result.n_items} images analysed with {loaded.name}"

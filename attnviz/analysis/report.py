@@ -10,6 +10,8 @@ from .analysis import Analysis
 from .class_heatmap import class_profiles
 from .plots import excitation_figure, save_png, saturation_figure, spatial_figure, specificity_figure
 
+#: Skipped files listed one by one in the report (and on stderr); the rest are counted.
+LISTED_SKIPPED = 100
 FILES = {"analysis": "analysis.npz", "summary": "summary.json", "report": "report.md",
          "excitation": "excitation.png", "specificity": "specificity.png", "saturation": "saturation.png",
          "spatial": "spatial.png", "class_profiles": "class_profiles.png"}
@@ -51,7 +53,9 @@ def markdown(analysis: Analysis, figures: dict[str, str], command: str | None = 
         if kind in figures:
             lines.append(f"![{kind}]({figures[kind]})")
     if a.skipped:
-        lines += ["", "## Skipped files", ""] + [f"- `{f}`: {e}" for f, e in a.skipped]
+        lines += ["", "## Skipped files", ""] + [f"- `{f}`: {e}" for f, e in a.skipped[:LISTED_SKIPPED]]
+        if len(a.skipped) > LISTED_SKIPPED:
+            lines.append(f"- … and {len(a.skipped) - LISTED_SKIPPED} more (all are listed in {FILES['summary']})")
     return "\n".join(lines) + "\n"
 
 
@@ -80,6 +84,8 @@ def write_outputs(analysis: Analysis, out: str | os.PathLike, command: str | Non
         if spatial and analysis.n_images:
             paths["spatial"] = save_png(spatial_figure(analysis, spatial[-1]), out / FILES["spatial"])
             figures["spatial"] = FILES["spatial"]
-    (out / FILES["report"]).write_text(markdown(analysis, figures, command))
+    # File names that are not UTF-8 are written as \xNN escapes rather than failing the report.
+    text = markdown(analysis, figures, command).encode("utf-8", "surrogateescape")
+    (out / FILES["report"]).write_text(text.decode("utf-8", "backslashreplace"), encoding="utf-8")
     paths["report"] = out / FILES["report"]
     return paths

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..inputs.gate import FileRefused, one_line, open_file
 from ..preprocess import PreprocessConfig, prepare
 
 #: File name endings read as images in folders (others are ignored, not reported).
@@ -30,12 +32,18 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif", ".bmp", ".tif", ".ti
 #: The synthetic held-out stream: a seed used neither in training (0) nor validation (1000).
 SYNTHETIC_SEED = 2000
 SYNTHETIC_PREFIX = "synthetic:"
+#: The largest list file read (a row is ~50 bytes: about 10^7 rows).
+MAX_LIST_BYTES = 512 * 2**20
+LIST_ACCEPTED = "a .csv (comma) or .tsv (tab) file of 'path,label' rows"
 ACCEPTED = ("a folder of class subfolders (ImageFolder), a folder of images, a .csv/.tsv file of "
             "'path,label' rows, or synthetic:N (the built-in held-out synthetic set)")
 
 
 class SourceError(ValueError):
     """A source that cannot be analysed; ``str(err)`` is one line naming it and what is accepted."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(message))  # a path may hold a newline; the message may not
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class ResolvedSource:
         parts of the same source."""
         h = hashlib.sha256(f"{self.kind}|{self.synthetic_size}|{'|'.join(self.classes)}".encode())
         for ref, label in zip(self.refs, self.labels):
-            h.update(f"\n{ref}\t{label}".encode())
+            h.update(f"\n{ref}\t{label}".encode("utf-8", "surrogateescape"))
         return h.hexdigest()[:16]
 
     def name_of(self, i: int) -> str:
@@ -95,13 +103,21 @@ def _from_folder(root: Path) -> ResolvedSource:
 
 
 def _read_rows(path: Path) -> list[list[str]]:
+    """The non-empty rows of a list file. Bytes that are not UTF-8 are kept as they are (as
+    ``surrogateescape`` characters), so a list of non-UTF-8 file names names the same files."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = [r for r in csv.reader(fh, delimiter=delimiter) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        with open_file(path, accepted=LIST_ACCEPTED, max_bytes=MAX_LIST_BYTES) as raw:
+            data = raw.read()
+        if b"\0" in data:  # binary data, or UTF-16 text: neither is a list of UTF-8 (or byte) names
+            raise csv.Error("it holds NUL bytes: a binary file, or text saved as UTF-16; save it as UTF-8")
+        text = io.StringIO(data.decode("utf-8-sig", "surrogateescape"), newline="")
+        rows = [r for r in csv.reader(text, delimiter=delimiter) if r and any(c.strip() for c in r)]
+    except FileRefused as e:
+        raise SourceError(f"{path}: {e.problem}; accepted: {LIST_ACCEPTED}") from None
+    except (OSError, csv.Error) as e:
         raise SourceError(f"{path}: unreadable list file ({type(e).__name__}: {e}); accepted: "
-                          "a UTF-8 .csv (comma) or .tsv (tab) file of 'path,label' rows") from None
+                          f"{LIST_ACCEPTED}") from None
     if rows and [c.strip().lower() for c in rows[0][:2]] in (["path"], ["path", "label"]):
         rows = rows[1:]  # header
     return rows

@@ -2,8 +2,11 @@
 
 :func:`load_image` turns whatever the user handed us (a path, uploaded bytes, a PIL image, a
 numpy array) into a plain RGB :class:`PIL.Image.Image`, or raises :class:`ImageLoadError` with
-a one-line message that names the source. Only regular, non-empty, readable files are opened;
-only the allow-listed formats are decoded (anything else is sniffed to say what it looks like);
+a one-line message that names the source. Paths go through :mod:`attnviz.inputs.gate` (regular,
+non-empty files within :data:`MAX_FILE_BYTES` only: a FIFO or a device is refused unread); the
+format is decided from the bytes by :mod:`attnviz.inputs.sniff` and only that one allow-listed
+decoder is tried (no other PIL plugin ever sees the file: EPS never reaches Ghostscript);
+images that also read as a PDF, PostScript, HTML/SVG or a zip (polyglots) are refused;
 decompression bombs are refused from the header, before any pixel is decoded. EXIF orientation
 is applied, the first frame of animations / multi-page files is used, and every PIL mode is
 mapped to sensible 8-bit RGB (alpha composited on white, 16-bit scaled by bit depth).
@@ -22,6 +25,10 @@ from typing import Union
 
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from .sniff import HEAD_BYTES, describe, image_format, polyglot, webp_size, zip_tail
+from .gate import MAX_FILE_BYTES, FileRefused, display_name, megabytes, open_file
+from .gate import one_line as _one_line
 
 
 MAX_IMAGE_PIXELS: int = 150_000_000
@@ -48,33 +55,15 @@ def _accepted_images(max_pixels: int) -> str:
     return f"{_FORMATS_TEXT} images up to {_megapixels(max_pixels)}"
 
 
-def _one_line(text: str) -> str:
-    """Collapse whitespace / control characters so messages stay on one line."""
-    return re.sub(r"\s+", " ", "".join(c if c.isprintable() else " " for c in str(text))).strip()
-
-
-class ImageLoadError(ValueError):
+class ImageLoadError(FileRefused):
     """Raised when an input cannot be used as an image. str(err) is one line that names the
     source (file name, or 'uploaded image'/'array') and says what is wrong and what is accepted
     (e.g. 'PNG, JPEG, WebP, GIF, BMP, TIFF images up to N megapixels').
 
     Attributes: ``source`` (the name used in the message), ``problem`` (what is wrong),
-    ``accepted`` (what would have been accepted, may be empty).
+    ``accepted`` (what would have been accepted, may be empty). A ``ValueError``, and a
+    :class:`~attnviz.inputs.gate.FileRefused` like every refusal of the file gate.
     """
-
-    source: str
-
-    def __init__(self, source: str, problem: str, accepted: str = "") -> None:
-        self.source = _one_line(source) or "input"
-        self.problem = _one_line(problem)
-        self.accepted = _one_line(accepted)
-        message = f"{self.source}: {self.problem}"
-        if self.accepted:
-            message += f"; accepted: {self.accepted}"
-        super().__init__(message)
-
-    def __reduce__(self):  # keep picklable despite the custom signature
-        return (type(self), (self.source, self.problem, self.accepted))
 
 
 def _too_large(name: str, size: tuple[int, int] | None, max_pixels: int, pixels: int | None = None
@@ -92,31 +81,6 @@ def _too_large(name: str, size: tuple[int, int] | None, max_pixels: int, pixels:
         "(refused as a possible decompression bomb)",
         _accepted_images(max_pixels),
     )
-
-
-def _sniff(head: bytes) -> str:
-    """A short guess at what non-image data is, for error messages."""
-    h = head.lstrip(b"\xef\xbb\xbf \t\r\n")
-    low = h[:512].lower()
-    if low.startswith(b"<svg") or b"<svg" in low:
-        return "not a supported image (looks like an SVG vector drawing)"
-    if low.startswith((b"<!doctype html", b"<html")) or b"<html" in low:
-        return "not a supported image (looks like an HTML page)"
-    if low.startswith(b"<"):
-        return "not a supported image (looks like XML/HTML text)"
-    if h.startswith(b"%PDF"):
-        return "not a supported image (looks like a PDF document)"
-    if head[4:8] == b"ftyp":
-        brand = head[8:12].decode("latin-1", "replace").strip()
-        if brand in ("heic", "heix", "hevc", "heim", "heis", "mif1", "msf1"):
-            return "HEIC/HEIF images are not supported; convert it to JPEG or PNG"
-        if brand in ("avif", "avis"):
-            return "AVIF images are not supported; convert it to JPEG or PNG"
-        return "not a supported image (looks like a video/ISO media file)"
-    sample = head[:1024]
-    if sample and all(32 <= b < 127 or b in (9, 10, 13) for b in sample):
-        return "not a supported image (looks like a text file)"
-    return "not a supported image (unrecognised or unsupported format)"
 
 
 # Raising PIL's global limit is only needed when the caller allows more than PIL's hard
@@ -159,25 +123,17 @@ def _bomb_pixels(exc: BaseException) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _header_size(fp) -> tuple[int, int] | None:
+def _header_size(fp, fmt: str) -> tuple[int, int] | None:
     """Width/height from the header without PIL's bomb check (only used to word the error
     after PIL refused the file); ``None`` if it cannot be read."""
     try:
+        factory, _accept = Image.OPEN[fmt]
         fp.seek(0)
-        prefix = fp.read(16)
-        for fmt in _FORMATS:
-            if fmt not in Image.OPEN:
-                continue
-            factory, accept = Image.OPEN[fmt]
-            ok = accept(prefix) if accept else True
-            if ok and not isinstance(ok, str):
-                fp.seek(0)
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    return tuple(factory(fp, "").size)  # type: ignore[return-value]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return tuple(factory(fp, "").size)  # type: ignore[return-value]
     except Exception:
-        pass
-    return None
+        return None
 
 
 def _orientation(im: Image.Image) -> int:
@@ -188,33 +144,52 @@ def _orientation(im: Image.Image) -> int:
         return 1
 
 
+def _sniffed_format(fp, name: str, max_pixels: int) -> str:
+    """The one allow-listed format the bytes are, checked before any decoder sees them."""
+    head = fp.read(HEAD_BYTES)
+    fp.seek(0)
+    fmt = image_format(head)
+    if fmt is None:
+        raise ImageLoadError(name, describe(head), _accepted_images(max_pixels))
+    other = polyglot(head) or ("a zip archive" if zip_tail(fp) else None)
+    if other:
+        raise ImageLoadError(name, f"refused: the {fmt} file is also {other} (a polyglot file)",
+                             _accepted_images(max_pixels))
+    size = webp_size(head) if fmt == "WEBP" else None  # the other formats' headers: Image.open
+    if size and size[0] * size[1] > max_pixels:
+        raise _too_large(name, size, max_pixels)
+    return fmt
+
+
+def _open_checked(fp, fmt: str, name: str, max_pixels: int) -> Image.Image:
+    """The decoded first frame, RGB; the pixel count is checked from the header first."""
+    with Image.open(fp, formats=(fmt,)) as im:
+        w, h = im.size
+        if w * h > max_pixels:
+            raise _too_large(name, (w, h), max_pixels)
+        if w <= 0 or h <= 0:
+            raise ImageLoadError(name, f"image has no pixels ({w}x{h})", _accepted_images(max_pixels))
+        # Image.open leaves animations / multi-page files on their first frame; nothing reads
+        # or decodes the others (tests/test_file_gate.py counts the bytes read and decoders).
+        im.load()  # force full decode here so truncation/corruption is caught now
+        if im.size[0] * im.size[1] > max_pixels:  # size may be refined by load()
+            raise _too_large(name, im.size, max_pixels)
+        return _finish(im, name)
+
+
 def _decode(fp, name: str, max_pixels: int) -> Image.Image:
-    """Open (header only), check the size, fully decode the first frame, convert to RGB."""
+    """Sniff the format, open (header only), check the size, decode the first frame, to RGB."""
+    fmt = _sniffed_format(fp, name, max_pixels)
     try:
         with _PilLimits(max_pixels):
-            with Image.open(fp, formats=_FORMATS) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise _too_large(name, (w, h), max_pixels)
-                if w <= 0 or h <= 0:
-                    raise ImageLoadError(name, f"image has no pixels ({w}x{h})",
-                                         _accepted_images(max_pixels))
-                # Image.open leaves animations / multi-page files on their first frame.
-                im.load()  # force full decode here so truncation/corruption is caught now
-                if im.size[0] * im.size[1] > max_pixels:  # size may be refined by load()
-                    raise _too_large(name, im.size, max_pixels)
-                return _finish(im, name)
+            return _open_checked(fp, fmt, name, max_pixels)
     except ImageLoadError:
         raise
     except Image.DecompressionBombError as exc:
-        raise _too_large(name, _header_size(fp), max_pixels, _bomb_pixels(exc)) from exc
-    except UnidentifiedImageError as exc:
-        try:
-            fp.seek(0)
-            head = fp.read(1024)
-        except Exception:
-            head = b""
-        raise ImageLoadError(name, _sniff(head), _accepted_images(max_pixels)) from exc
+        raise _too_large(name, _header_size(fp, fmt), max_pixels, _bomb_pixels(exc)) from exc
+    except UnidentifiedImageError as exc:  # the signature is right, the header is not
+        raise ImageLoadError(name, f"starts like a {fmt} file but its header is corrupt",
+                             _accepted_images(max_pixels)) from exc
     except MemoryError as exc:
         raise ImageLoadError(name, "not enough memory to decode this image",
                              _accepted_images(max_pixels)) from exc
@@ -331,27 +306,9 @@ def _from_array(arr: np.ndarray, max_pixels: int) -> Image.Image:
     return _to_rgb(Image.fromarray(np.ascontiguousarray(u8)), name)
 
 
-def _load_path(path: str | os.PathLike, max_pixels: int) -> Image.Image:
-    p = Path(os.fspath(path))
-    name = p.name or str(p)
-    accepted = _accepted_images(max_pixels)
-    try:
-        st = p.stat()
-    except FileNotFoundError:
-        raise ImageLoadError(name, "no such file", accepted) from None
-    except OSError as exc:
-        raise ImageLoadError(name, f"cannot access file ({exc.strerror or exc})", accepted) from None
-    if p.is_dir():
-        raise ImageLoadError(name, "is a directory, not an image file", accepted)
-    if st.st_size == 0 and p.is_file():
-        raise ImageLoadError(name, "file is empty (0 bytes)", accepted)
-    try:
-        fh = open(p, "rb")
-    except PermissionError:
-        raise ImageLoadError(name, "permission denied", accepted) from None
-    except OSError as exc:
-        raise ImageLoadError(name, f"cannot read file ({exc.strerror or exc})", accepted) from None
-    with fh:
+def _load_path(path: str | os.PathLike, max_pixels: int, max_bytes: int) -> Image.Image:
+    name = display_name(path)
+    with open_file(path, accepted=_accepted_images(max_pixels), max_bytes=max_bytes, error=ImageLoadError) as fh:
         return _decode(fh, name, max_pixels)
 
 
@@ -359,6 +316,7 @@ def load_image(
     source: str | os.PathLike | bytes | Image.Image | np.ndarray,
     *,
     max_pixels: int = MAX_IMAGE_PIXELS,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> Image.Image:
     """Return an RGB PIL image.
 
@@ -366,18 +324,24 @@ def load_image(
     a numpy array (HxW, HxWx1, HxWx3, HxWx4; uint8, uint16, bool, or float in [0, 1]).
     EXIF orientation is applied; animated / multi-page files give their first frame;
     transparency is composited on white; 16-bit and float images are scaled to 8 bits.
-    Images with more than ``max_pixels`` pixels are refused from the header, before decoding.
+    Images with more than ``max_pixels`` pixels are refused from the header, before decoding;
+    files and uploads of more than ``max_bytes`` bytes, and paths that are not regular files
+    (FIFOs, devices, sockets, folders), are refused before they are read.
     The returned image is always a new object with no open file behind it.
 
     Raises :class:`ImageLoadError` (a ``ValueError``) with a one-line message for anything
     that cannot be used.
     """
     if isinstance(source, (str, os.PathLike)):
-        return _load_path(source, max_pixels)
+        return _load_path(source, max_pixels, max_bytes)
     if isinstance(source, (bytes, bytearray, memoryview)):
         name = "uploaded image"
-        if len(source) == 0:
+        size = memoryview(source).nbytes
+        if size == 0:
             raise ImageLoadError(name, "upload is empty (0 bytes)", _accepted_images(max_pixels))
+        if size > max_bytes:
+            raise ImageLoadError(name, f"upload is {megabytes(size)}, more than the limit of {megabytes(max_bytes)}",
+                                 _accepted_images(max_pixels))
         return _decode(io.BytesIO(source), name, max_pixels)
     if isinstance(source, Image.Image):
         name = "image"
@@ -402,4 +366,4 @@ def load_image(
     )
 
 
-__all__ = ["MAX_IMAGE_PIXELS", "ImageLoadError", "Source", "load_image"]
+__all__ = ["MAX_FILE_BYTES", "MAX_IMAGE_PIXELS", "FileRefused", "ImageLoadError", "Source", "load_image"]
