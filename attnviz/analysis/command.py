@@ -11,6 +11,7 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -73,11 +74,9 @@ def _load_resume(args: argparse.Namespace, path: Path):
     return Analysis.load(path)
 
 
-def run(args: argparse.Namespace) -> int:
+def _setup(args: argparse.Namespace) -> Any:
+    """The options checked and the model loaded, or the exit code of what was wrong."""
     from ..models import WeightsError, load_model
-    from .api import analyze
-    from .report import FILES, LISTED_SKIPPED, write_outputs
-    from .sources import SourceError
 
     if args.out.exists() and not args.out.is_dir():
         _error(f"--out {args.out}: exists and is not a folder; give a folder (it is created if missing)")
@@ -93,6 +92,17 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     if loaded.warning:
         print(f"attnviz: warning: {loaded.warning}", file=sys.stderr)
+    return loaded
+
+
+def run(args: argparse.Namespace) -> int:
+    from .api import analyze
+    from .report import FILES, LISTED_SKIPPED, write_outputs
+    from .sources import SourceError
+
+    loaded = _setup(args)
+    if isinstance(loaded, int):
+        return loaded
     args.out.mkdir(parents=True, exist_ok=True)
     checkpoint = args.out / FILES["analysis"]
     update, close = _progress_bar(args.quiet)
