@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ from attnviz.inputs import ImageLoadError, load_image
 from attnviz.inputs.gate import display_name
 
 from .corpus import expected_message, make_corpus, make_large
+from .test_hostile_inputs import within
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = "shapes_cbam_resnet"
@@ -50,31 +50,11 @@ def test_corpus_is_large_enough(corpus):
     assert sum(e == "ok" for _, e in corpus.values()) >= 20
 
 
-def returns_within(seconds: float, fn, *args):
-    """``fn(*args)`` run in a thread: its result, or its exception re-raised; a call that hangs
-    (a FIFO read, /dev/zero) fails the test instead of hanging it."""
-    box: dict = {}
-
-    def run():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            box["error"] = e
-
-    worker = threading.Thread(target=run, daemon=True)
-    worker.start()
-    worker.join(seconds)
-    assert not worker.is_alive(), f"{fn.__name__}{args!r} did not return within {seconds} s"
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
 def test_library_on_every_corpus_file(corpus, loaded):
     for name, (path, expected) in corpus.items():
         if expected == "error":
             with pytest.raises(ImageLoadError) as info:
-                returns_within(10, attnviz.inspect, path, loaded)
+                within(10, attnviz.inspect, path, loaded)
             msg = str(info.value)
             assert msg.startswith(f"{display_name(path)}:"), msg
             assert "\n" not in msg and "accepted: PNG, JPEG, WebP, GIF, BMP, TIFF" in msg, msg
