@@ -62,24 +62,20 @@ def write_folder(root: Path, n: int, size: tuple[int, int], fmt: str) -> Path:
 
 def bare_forward(loaded: LoadedModel, x: torch.Tensor, batch: int, amp: str | None = None) -> float:
     """The same forwards as analyze makes (host tensor -> device, autocast), nothing captured."""
-    fmt = torch.channels_last if CHANNELS_LAST[0] else torch.contiguous_format
     t0 = time.perf_counter()
     with torch.inference_mode(), amp_autocast(amp, loaded.device):
         for i in range(0, len(x), batch):
-            loaded.model(x[i:i + batch].to(loaded.device, non_blocking=True).contiguous(memory_format=fmt))
+            loaded.model(x[i:i + batch].to(loaded.device, non_blocking=True))
     if loaded.device.type == "cuda":
         torch.cuda.synchronize(loaded.device)
     return time.perf_counter() - t0
 
 
-#: --channels-last (the GPU rows): models and inputs in NHWC; a one-element list set by main().
-CHANNELS_LAST = [False]
-
-
-def on_device(loaded: LoadedModel, device: str) -> LoadedModel:
-    """``loaded`` on ``device`` (a copy; channels-last when asked: the bench's own model)."""
+def on_device(loaded: LoadedModel, device: str, channels_last: bool) -> LoadedModel:
+    """``loaded`` on ``device`` (a copy; its weights channels-last when asked: both rows then
+    feed it the same NCHW batches, as analyze does)."""
     model = copy.deepcopy(loaded.model).to(torch.device(device))
-    if CHANNELS_LAST[0]:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return LoadedModel(loaded.variant, model.eval(), torch.device(device), loaded.weights)
 
@@ -194,20 +190,19 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--device", default="cpu", help="the GPU rows: --device cuda [--amp bf16|fp16] [--channels-last]")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="analyze and the bare forward under autocast")
-    p.add_argument("--channels-last", action="store_true", help="models and inputs in channels-last (NHWC)")
+    p.add_argument("--channels-last", action="store_true", help="model weights in channels-last (NHWC)")
     args = p.parse_args()
-    CHANNELS_LAST[0] = args.channels_last
     rows, rss, ray_rows = [], None, None
     with tempfile.TemporaryDirectory() as tmp:
         small = write_folder(Path(tmp) / "96", args.images, (96, 96), "png")
         for name in BUILTINS:
-            loaded = on_device(attnviz.load_model(name, device="cpu"), args.device)
+            loaded = on_device(attnviz.load_model(name, device="cpu"), args.device, args.channels_last)
             rows.append({**throughput(loaded, small, args.repeats, amp=args.amp), "input": "96 px PNG"})
             print(rows[-1], flush=True)
         if not args.skip_r50:
             big = write_folder(Path(tmp) / "224", args.r50_images, (320, 256), "jpg")
             for name in ("se_resnet50", "cbam_resnet50"):
-                rows.append({**throughput(on_device(random_init(name), args.device), big, args.repeats, amp=args.amp),
+                rows.append({**throughput(on_device(random_init(name), args.device, args.channels_last), big, args.repeats, amp=args.amp),
                              "input": "224 px (JPEG 320x256)"})
                 print(rows[-1], flush=True)
         if not args.skip_rss:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -38,22 +37,16 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from servers import free_port  # noqa: E402  (bench/servers.py)
+from timing import rss_bytes  # noqa: E402  (bench/timing.py)
+
 from tests.hub_standin import HubStandIn, timm_safetensors  # noqa: E402
 
 HUB_VARIANT = "seresnet50"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for pid {pid}")
+    return rss_bytes(pid)[0] / 2**20
 
 
 class App:

@@ -80,12 +80,19 @@ def _paint_stack(canvas: np.ndarray, shares: np.ndarray, gap: np.ndarray, box: t
     canvas[y0 : y0 + ph, x0 : x0 + pw] = plot
 
 
-def _stack_axes(img: Image.Image, canvas_box: tuple[int, int, int, int], n: int, fs: int, xlabel: str) -> None:
-    x0, y0, pw, ph = canvas_box
-    a = np.asarray(img).copy()
-    a[y0 : y0 + ph + 1, x0 - 1] = _AXIS
-    a[y0 + ph, x0 - 1 : x0 + pw] = _AXIS
-    img.paste(Image.fromarray(a))
+def _paint_axes_and_swatches(canvas: np.ndarray, box: tuple[int, int, int, int], k: int, fs: int) -> None:
+    """The y axis left of the plot, the x axis under it, and one legend swatch per branch at the
+    right of the plot (drawn into the array: the text goes on afterwards)."""
+    x0, y0, pw, ph = box
+    canvas[y0 : y0 + ph + 1, x0 - 1] = _AXIS
+    canvas[y0 + ph, x0 - 1 : x0 + pw] = _AXIS
+    lh, x = _line_height(fs) + 2, x0 + pw + 12
+    for i in range(k):
+        canvas[y0 + i * lh + 2 : y0 + (i + 1) * lh - 2, x : x + 9] = BRANCH_COLORS[i % len(BRANCH_COLORS)]
+
+
+def _label_axes(img: Image.Image, box: tuple[int, int, int, int], n: int, fs: int, xlabel: str) -> None:
+    x0, y0, pw, ph = box
     for t in _Y_TICKS:
         _put_text(img, (x0 - 6, y0 + ph - int(round(t * ph))), f"{t:g}", fs, _TEXT, "rm")
     step = max(1, int(_nice_step(n, 5 if pw >= 200 else 2)[0]))
@@ -98,13 +105,9 @@ def _stack_axes(img: Image.Image, canvas_box: tuple[int, int, int, int], n: int,
     _put_text(img, (x0 + pw / 2, img.height - 3), _fit_text(xlabel, fs, img.width - 8), fs, _MUTED, "mb")
 
 
-def _stack_legend(img: Image.Image, w: np.ndarray, x: int, y: int, fs: int) -> None:
-    """One swatch per branch with its mean weight over the channels."""
+def _label_legend(img: Image.Image, w: np.ndarray, x: int, y: int, fs: int) -> None:
+    """Beside each branch's swatch: its mean weight over the channels."""
     lh = _line_height(fs) + 2
-    a = np.asarray(img).copy()
-    for k in range(w.shape[0]):
-        a[y + k * lh + 2 : y + (k + 1) * lh - 2, x : x + 9] = BRANCH_COLORS[k % len(BRANCH_COLORS)]
-    img.paste(Image.fromarray(a))
     for k in range(w.shape[0]):
         _put_text(img, (x + 13, y + k * lh), f"branch {k}: mean {w[k].mean():.2f}", fs, _TEXT, "lt")
 
@@ -136,10 +139,11 @@ def branch_stack_chart(weights: np.ndarray, *, title: str = "", size: tuple[int,
     shares, gap = _column_shares(w[:, order], pw)
     canvas = np.full((H, W, 3), 255, dtype=np.uint8)
     _paint_stack(canvas, shares, gap, (left, top, pw, ph))
+    _paint_axes_and_swatches(canvas, (left, top, pw, ph), w.shape[0], fs)
     img = Image.fromarray(canvas)
     xlabel = ("channels (sorted by branch 0's weight)" if sort else "channel index") + f", n={w.shape[1]}"
-    _stack_axes(img, (left, top, pw, ph), w.shape[1], fs, xlabel)
-    _stack_legend(img, w, left + pw + 12, top, fs)
+    _label_axes(img, (left, top, pw, ph), w.shape[1], fs, xlabel)
+    _label_legend(img, w, left + pw + 12, top, fs)
     if title:
         _put_text(img, (W / 2, 4), _fit_text(title, fs + 3, W - 8), fs + 3, _BLACK, "mt")
     return img
