@@ -2,7 +2,7 @@
 """``attnviz.analyze`` throughput against a bare batched forward, memory, and Ray's overhead.
 
     python bench/analyze.py [--images 512] [--r50-images 128] [--ray-images 1024] [--repeats 3] [--skip-r50]
-                            [--skip-rss] [--skip-ray] [--out BENCHMARKS.md]
+                            [--skip-rss] [--skip-ray] [--ray-actors N] [--out BENCHMARKS.md]
 
 1. Throughput (local engine, CPU, batch 32): ``analyze`` on an ImageFolder of PNG files
    (decoded and preprocessed in DataLoader workers, forwarded under ``attnviz.capture``,
@@ -124,7 +124,7 @@ def rss_mb(n: int) -> tuple[float, float]:
     return float(before), float(peak)
 
 
-def ray_overhead(loaded: LoadedModel, folder: Path) -> dict:
+def ray_overhead(loaded: LoadedModel, folder: Path, actors: int | None) -> dict:
     import ray
 
     t0 = time.perf_counter()
@@ -134,12 +134,15 @@ def ray_overhead(loaded: LoadedModel, folder: Path) -> dict:
     try:
         out = {}
         for engine in ("local", "ray", "ray again"):  # "ray again": a second run, Ray's workers warm
-            first: list[float] = []
+            first: list[tuple[float, int]] = []  # (time, items done) at the first progress report
             t0 = time.perf_counter()
-            a = analyze(folder, loaded, batch_size=32, engine=engine.split()[0],
-                        progress=lambda d, t: first.append(time.perf_counter()) if not first else None)
-            total = time.perf_counter() - t0
-            out[engine] = {"first": first[0] - t0, "total": total, "ips": a.n_images / total}
+            a = analyze(folder, loaded, batch_size=32, engine=engine.split()[0], ray_actors=actors,
+                        progress=lambda d, t: first.append((time.perf_counter(), d)) if not first else None)
+            end = time.perf_counter()
+            (t_first, d_first), n = first[0], a.n_images
+            # steady: images after the first report over the time since (start-up left out)
+            out[engine] = {"first": t_first - t0, "total": end - t0, "ips": n / (end - t0),
+                           "steady": (n - d_first) / (end - t_first) if n > d_first else float("nan")}
     finally:
         ray.shutdown()
     out["init"] = t_init
@@ -171,10 +174,13 @@ def markdown(rows: list[dict], rss: dict | None, ray_rows: dict | None, args: ar
                       f"peak at 5k minus peak at 1k: {p5 - p1:+.0f} MB."]
     if ray_rows:
         lo, ra, r2 = ray_rows["local"], ray_rows["ray"], ray_rows["ray again"]
-        lines += ["", f"Ray engine on this machine ({ray_rows['model']}, {ray_rows['n']} PNGs, batch 32): "
+        lines += ["", f"Ray engine on this machine ({ray_rows['model']}, {ray_rows['n']} PNGs, batch 32, "
+                      f"{args.ray_actors or 'default'} actors, each folding into its own partial): "
                       f"ray.init {ray_rows['init']:.1f} s; first batch after {ra['first']:.1f} s, second run "
                       f"{r2['first']:.1f} s (local {lo['first']:.1f} s); end to end {ra['ips']:.1f} img/s, second run "
-                      f"{r2['ips']:.1f} img/s (local {lo['ips']:.1f} img/s: {r2['ips'] / lo['ips']:.2f}x)."]
+                      f"{r2['ips']:.1f} img/s (local {lo['ips']:.1f} img/s: {r2['ips'] / lo['ips']:.2f}x); after the first "
+                      f"batch (start-up left out) {r2['steady']:.1f} img/s on the second run, local "
+                      f"{lo['steady']:.1f} img/s ({r2['steady'] / lo['steady']:.2f}x)."]
     return "\n".join(lines + ["", END]) + "\n"
 
 
@@ -187,6 +193,7 @@ def main() -> None:
     p.add_argument("--skip-r50", action="store_true")
     p.add_argument("--skip-rss", action="store_true")
     p.add_argument("--skip-ray", action="store_true")
+    p.add_argument("--ray-actors", type=int, default=None, help="model-holding actors (default: the engine's plan)")
     p.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     p.add_argument("--device", default="cpu", help="the GPU rows: --device cuda [--amp bf16|fp16] [--channels-last]")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="analyze and the bare forward under autocast")
@@ -211,7 +218,7 @@ def main() -> None:
         if not args.skip_ray:
             loaded = attnviz.load_model("shapes_se_resnet", device="cpu")
             big_small = write_folder(Path(tmp) / "96ray", args.ray_images, (96, 96), "png")
-            ray_rows = {**ray_overhead(loaded, big_small), "model": loaded.name, "n": args.ray_images}
+            ray_rows = {**ray_overhead(loaded, big_small, args.ray_actors), "model": loaded.name, "n": args.ray_images}
             print(ray_rows, flush=True)
     text = markdown(rows, rss, ray_rows, args)
     print(text)

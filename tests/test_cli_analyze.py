@@ -60,6 +60,7 @@ def test_writes_report_and_lists_the_skipped_file(folder, tmp_path):
     (("{tmp}/missing",), "no such file or folder"),
     (("{folder}", "--classes", "red circle,purple cross"), "purple cross do not exist"),
     (("synthetic:x",), "positive number"),
+    (("synthetic:4", "--engine", "ray", "--ray-actors", "0"), "--ray-actors must be positive"),
 ])
 def test_bad_source_is_one_line_and_exit_2(folder, tmp_path, args, match):
     args = [a.format(tmp=tmp_path, folder=folder) for a in args]

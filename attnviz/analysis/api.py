@@ -47,6 +47,7 @@ def analyze(
     max_images: int | None = None,
     engine: Literal["local", "ray"] = "local",
     ray_address: str | None = None,
+    ray_actors: int | None = None,
     bins: int = DEFAULT_BINS,
     start: int = 0,
     stop: int | None = None,
@@ -69,7 +70,8 @@ def analyze(
             default: the cores left beside the forward, at most 4).
         classes: only the images of these labels. max_images: an evenly spread seeded subset.
         engine: ``"local"`` or ``"ray"`` (Ray Data actors; needs ``pip install 'attnviz[ray]'``;
-            ``ray_address`` joins an existing cluster, else a local Ray is started).
+            ``ray_address`` joins a cluster, else a local Ray is started; ``ray_actors`` actors
+            hold the model, each folds its share into its own partial: default 1 per GPU, else per 4 CPUs).
         bins: histogram bins on [0, 1] per block x class x channel.
         start, stop: analyse only items ``[start, stop)`` (a shard; merge shards with
             :meth:`Analysis.merge`). resume: a partial analysis of the same source and model;
@@ -82,24 +84,23 @@ def analyze(
     Files that cannot be decoded are listed in ``Analysis.skipped`` and never stop the run.
     Raises :class:`~attnviz.analysis.SourceError` (a ValueError) for an unusable source.
     """
-    _check_options(batch_size, engine)  # before a model is loaded
+    _check_options(batch_size, engine, ray_actors)  # before a model is loaded
     loaded = resolve_model(model, weights=weights, device=device)
     check_amp(amp, loaded.device)  # before any image is read: fp16 on a CPU is refused
     src, base, todo = _plan(source, loaded, classes, max_images, bins, start, stop, resume)
-    total = sum(b - a for a, b in todo)
-    workers = default_workers() if num_workers is None else num_workers
     if engine == "ray":
-        from .engine_ray import run_ray  # imported only here: the local path never loads ray
-
-        return Analysis.merge(base, run_ray(src, loaded, todo, bins=bins, batch_size=batch_size,
-                                            address=ray_address, amp=amp, progress=progress))
-    return _run_local(src, loaded, base, todo, total, bins=bins, batch_size=batch_size, workers=workers,
+        return _run_on_ray(src, loaded, base, todo, bins=bins, batch_size=batch_size, address=ray_address,
+                           actors=ray_actors, amp=amp, progress=progress)
+    workers = default_workers() if num_workers is None else num_workers
+    return _run_local(src, loaded, base, todo, bins=bins, batch_size=batch_size, workers=workers,
                       progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every, amp=amp)
 
 
-def _check_options(batch_size: int, engine: str) -> None:
+def _check_options(batch_size: int, engine: str, ray_actors: int | None) -> None:
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if ray_actors is not None and ray_actors <= 0:
+        raise ValueError(f"ray_actors must be positive, got {ray_actors}")
     if engine not in ("local", "ray"):
         raise ValueError(f"engine must be 'local' or 'ray', got {engine!r}")
 
@@ -117,10 +118,17 @@ def _plan(source: str | os.PathLike | ResolvedSource, loaded: LoadedModel, class
     return src, base, _todo(base.ranges, max(0, start), stop)
 
 
-def _run_local(src: ResolvedSource, loaded: LoadedModel, base: Analysis, todo: list[tuple[int, int]], total: int, *,
+def _run_on_ray(src: ResolvedSource, loaded: LoadedModel, base: Analysis, todo: list[tuple[int, int]],
+                **options: Any) -> Analysis:
+    from .engine_ray import run_ray  # imported only here: the local path never loads ray
+
+    return Analysis.merge(base, run_ray(src, loaded, todo, **options))
+
+
+def _run_local(src: ResolvedSource, loaded: LoadedModel, base: Analysis, todo: list[tuple[int, int]], *,
                bins: int, batch_size: int, workers: int, progress: Progress | None,
                checkpoint: str | os.PathLike | None, checkpoint_every: int, amp: str | None) -> Analysis:
-    result = base
+    result, total = base, sum(b - a for a, b in todo)
     done_before = 0
     for a, b in todo:
         offset = done_before - a

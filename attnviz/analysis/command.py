@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="local: DataLoader workers + this process; ray: Ray Data actors (pip install 'attnviz[ray]')")
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. ray://host:10001 or auto); "
                                          "default: start a local Ray")
+    p.add_argument("--ray-actors", type=int, default=None,
+                   help="model-holding Ray actors, each folding its share into its own partial analysis "
+                        "(default: one per GPU, else one per 4 CPUs of the cluster)")
     p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when present)")
     p.add_argument("--bins", type=int, default=20, help="histogram bins on [0, 1] per gate (default 20)")
     p.add_argument("--amp", choices=("bf16", "fp16"), help="forwards under autocast (fp16: CUDA only); "
@@ -81,8 +84,9 @@ def _setup(args: argparse.Namespace) -> Any:
     if args.out.exists() and not args.out.is_dir():
         _error(f"--out {args.out}: exists and is not a folder; give a folder (it is created if missing)")
         return EXIT_USAGE
-    if args.batch_size <= 0 or (args.workers is not None and args.workers < 0) or args.bins <= 0:
-        _error("--batch-size and --bins must be positive, --workers 0 or more")
+    if (args.batch_size <= 0 or (args.workers is not None and args.workers < 0) or args.bins <= 0
+            or (args.ray_actors is not None and args.ray_actors <= 0)):
+        _error("--batch-size, --bins and --ray-actors must be positive, --workers 0 or more")
         return EXIT_USAGE
     try:
         loaded = load_model(args.model, weights=args.weights, device=args.device,
@@ -111,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
         result = analyze(
             args.source, loaded, batch_size=args.batch_size, num_workers=args.workers,
             classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
-            max_images=args.max_images, engine=args.engine, ray_address=args.ray_address, bins=args.bins,
+            max_images=args.max_images, engine=args.engine, ray_address=args.ray_address,
+            ray_actors=args.ray_actors, bins=args.bins,
             resume=resume, progress=update, checkpoint=checkpoint if args.engine == "local" else None,
             amp=args.amp,
         )

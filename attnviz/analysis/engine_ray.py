@@ -1,29 +1,34 @@
-"""The Ray engine: Ray Data tasks decode, an actor pool holding the model forwards under
-:func:`attnviz.capture` (the same :func:`~attnviz.analysis.batch.forward_batch` as the local
-engine), and the driver folds every batch's gates into the analysis with the same
-:func:`~attnviz.analysis.batch.fold`.
+"""The Ray engine: Ray Data tasks decode and preprocess, a pool of actors holding the model
+forwards under :func:`attnviz.capture` (the same :func:`~attnviz.analysis.batch.forward_batch`
+as the local engine) and folds every batch into its own partial :class:`Analysis` (the same
+:func:`~attnviz.analysis.batch.fold`); the driver merges the partials with
+:meth:`Analysis.merge`.
 
-Each actor returns its batches' raw gates (``O(batch x channels)``), not a dense partial
-accumulator: a partial holds every class (``O(classes x channels x bins)``, gigabytes for
-ImageNet) and Ray Data gives a callable class no end-of-stream hook at which to hand over a
-per-actor partial once. Only imported when ``engine="ray"`` is asked for.
+The decoded stream is cut with ``Dataset.streaming_split`` into one iterator per actor, so an
+actor knows when its share has ended and hands its partial over once: only
+``O(blocks x classes x channels x bins)`` per actor crosses the network, however many images
+there are. Only imported when ``engine="ray"`` is asked for.
 """
 from __future__ import annotations
 
 import copy
+import math
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..capture import find_gates
+from ..memory import release_free_memory
 from ..models.loading import LoadedModel
 from .analysis import Analysis
-from .batch import BatchGates, empty_analysis, fold, forward_batch
+from .batch import empty_analysis, fold, forward_batch
 from .engine_local import Progress
 from .sources import ItemsDataset, ResolvedSource
 
 _ERROR_WIDTH = 300  # characters of a decoding error kept per item
+_POLL_S = 0.1  # how often the driver asks the actors how far they are
 
 
 def decode_batch(batch: dict[str, np.ndarray], src: ResolvedSource, config: Any) -> dict[str, np.ndarray]:
@@ -41,10 +46,21 @@ def decode_batch(batch: dict[str, np.ndarray], src: ResolvedSource, config: Any)
     return {"index": np.asarray(indices, np.int64), "label": labels, "x": x, "error": np.asarray(errors, dtype=object)}
 
 
-class GateActor:
-    """Ray Data actor: holds the model on its device, forwards and captures each batch."""
+@dataclass
+class ActorPart:
+    """What one actor hands back: its partial analysis and the item index of each skipped file."""
 
-    def __init__(self, loaded: LoadedModel, threads: int, amp: str | None = None) -> None:
+    analysis: Analysis
+    skipped_items: list[int]
+    items: int
+
+
+class GateAccumulator:
+    """Ray actor: holds the model on its device, consumes one split of the decoded stream and
+    folds every batch into its own partial analysis."""
+
+    def __init__(self, loaded: LoadedModel, src: ResolvedSource, bins: int, threads: int,
+                 amp: str | None = None) -> None:
         import torch
 
         torch.set_num_threads(max(1, threads))
@@ -52,34 +68,51 @@ class GateActor:
         self.model = loaded.model.to(device).eval()
         self.device = device
         self.amp = amp if device.type == "cuda" or amp == "bf16" else None  # fp16 is CUDA-only
+        self.src = src
+        self.part = empty_analysis(loaded, src, bins)
+        self.items = 0
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def consume(self, stream: Any, batch_size: int) -> ActorPart:
+        """Fold every batch of ``stream`` (a Ray Data iterator); the partial once it has ended."""
         import torch
 
-        ok = np.asarray([not e for e in batch["error"]], bool)
-        out = {"index": batch["index"], "label": batch["label"], "error": batch["error"],
-               "pred": np.full(len(ok), -1, np.int64)}
-        if ok.any():
-            gates = forward_batch(self.model, self.device, torch.from_numpy(np.ascontiguousarray(batch["x"][ok])),
-                                  self.amp)
-            out["pred"][ok] = gates.predictions
-            for name, _kind, _stage, channel, spatial in gates.blocks:
-                for role, values in (("c", channel), ("s", spatial)):
-                    if values is not None:
-                        full = np.zeros((len(ok), *values.shape[1:]), values.dtype)
-                        full[ok] = values
-                        out[f"{role}:{name}"] = full
-        return out
+        skipped_items: list[int] = []
+        for batch in stream.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+            ok = np.asarray([not e for e in batch["error"]], bool)
+            if ok.any():
+                x = torch.from_numpy(np.ascontiguousarray(batch["x"][ok]))
+                fold(self.part, forward_batch(self.model, self.device, x, self.amp), np.asarray(batch["label"])[ok])
+            for item, err in zip(batch["index"], batch["error"]):
+                if err:
+                    skipped_items.append(int(item))
+                    self.part.skipped.append((self.src.name_of(int(item)), str(err)))
+            self.items += len(ok)
+            release_free_memory()  # as in the local engine: batches arrive through another thread
+        return ActorPart(self.part, skipped_items, self.items)
+
+    def progress(self) -> int:
+        """Items this actor has folded so far (answered while ``consume`` runs)."""
+        return self.items
 
 
-def _cluster_plan(ray: Any) -> tuple[int, int, float]:
-    """(actors, torch threads per actor, GPUs per actor) for the cluster Ray is connected to."""
-    res = ray.cluster_resources()
-    gpus, cpus = int(res.get("GPU", 0)), int(res.get("CPU", 1))
-    if gpus:
-        return gpus, max(1, cpus // (2 * gpus)), 1.0
-    actors = max(1, cpus // 4)  # leave CPUs to the decoding tasks
-    return actors, 1, 0.0
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many actors, and what each holds of the cluster."""
+
+    actors: int
+    threads: int  # torch threads per actor
+    cpus: float  # CPUs reserved per actor
+    gpus: float  # GPUs per actor
+
+    @classmethod
+    def for_cluster(cls, resources: dict[str, float], actors: int | None = None) -> ActorPlan:
+        """Half the CPUs go to the actors' forwards, half to the decoding tasks; with GPUs, one
+        actor per GPU by default."""
+        gpus, cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 1))
+        n = actors or (gpus if gpus else max(1, int(cpus) // 4))
+        share = cpus / (2 * n)
+        threads = max(1, math.floor(share))
+        return cls(n, threads, min(float(threads), share), min(1.0, gpus / n) if gpus else 0.0)
 
 
 def _local_runtime_env() -> dict:
@@ -104,58 +137,76 @@ def _quiet(ray: Any) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _batch_gates(batch: dict[str, np.ndarray], ok: np.ndarray, sites: list) -> BatchGates:
-    blocks = []
-    for site in sites:
-        channel, spatial = batch.get(f"c:{site.name}"), batch.get(f"s:{site.name}")
-        if channel is None and spatial is None:
-            continue
-        blocks.append((site.name, site.kind, site.stage,
-                       None if channel is None else np.asarray(channel)[ok],
-                       None if spatial is None else np.asarray(spatial)[ok]))
-    return BatchGates(blocks, np.asarray(batch["pred"])[ok])
+def _parts_as_they_end(ray: Any, handles: list, futures: list, total: int,
+                       progress: Progress | None) -> Iterator[ActorPart]:
+    """Each actor's part as soon as it has ended (so the driver holds one part at a time, not
+    all of them), ``progress`` polled meanwhile; an actor's error is raised when it happens."""
+    pending, reported, finished = list(futures), -1, 0
+    while pending:
+        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
+        for ref in ready:
+            part = ray.get(ref)
+            finished += part.items
+            yield part
+        if progress is not None:
+            done = finished + sum(ray.get([h.progress.remote() for h, f in zip(handles, futures) if f in pending]))
+            if done != reported:
+                progress(done, total)
+                reported = done
+
+
+def ray_parts(src: ResolvedSource, loaded: LoadedModel, indices: list[int], *, bins: int, batch_size: int,
+              actors: int | None = None, amp: str | None = None, progress: Progress | None = None
+              ) -> Iterator[ActorPart]:
+    """Items ``indices`` of ``src``: one partial analysis per actor, each yielded when its actor
+    has ended (Ray must be initialised)."""
+    import ray
+    import ray.data
+
+    _quiet(ray)
+    plan = ActorPlan.for_cluster(ray.cluster_resources(), actors)
+    cpu_copy = LoadedModel(loaded.variant, copy.deepcopy(loaded.model).cpu(), loaded.device, loaded.weights)
+    ds = ray.data.from_items([{"index": i} for i in indices],
+                             override_num_blocks=max(1, min(len(indices) // batch_size, 64)))
+    ds = ds.map_batches(decode_batch, fn_kwargs={"src": src, "config": loaded.preprocess},
+                        batch_size=batch_size, batch_format="numpy")
+    actor_class = ray.remote(GateAccumulator).options(
+        num_cpus=plan.cpus, num_gpus=plan.gpus or None, max_concurrency=2)  # 2: progress() answers during consume()
+    handles = [actor_class.remote(cpu_copy, src, bins, plan.threads, amp) for _ in range(plan.actors)]
+    try:
+        streams = ds.streaming_split(plan.actors, equal=False)
+        futures = [h.consume.remote(s, batch_size) for h, s in zip(handles, streams)]
+        yield from _parts_as_they_end(ray, handles, futures, len(indices), progress)
+    finally:
+        for h in handles:
+            ray.kill(h)
 
 
 def run_ray(src: ResolvedSource, loaded: LoadedModel, todo: list[tuple[int, int]], *, bins: int, batch_size: int,
-            address: str | None = None, amp: str | None = None, progress: Progress | None = None) -> Analysis:
-    """Items in the ranges ``todo`` of ``src`` as one partial analysis, computed on Ray."""
+            address: str | None = None, actors: int | None = None, amp: str | None = None,
+            progress: Progress | None = None) -> Analysis:
+    """Items in the ranges ``todo`` of ``src`` as one partial analysis, computed on Ray: the
+    merge of the actors' partials."""
     import ray
-    import ray.data
 
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env=None if address else _local_runtime_env())
-    _quiet(ray)
     t0 = time.perf_counter()
     try:
-        part = empty_analysis(loaded, src, bins)
         indices = [i for a, b in todo for i in range(a, b)]
         if not indices:
-            return part
-        actors, threads, gpus = _cluster_plan(ray)
-        cpu_copy = LoadedModel(loaded.variant, copy.deepcopy(loaded.model).cpu(), loaded.device, loaded.weights)
-        ds = ray.data.from_items([{"index": i} for i in indices],
-                                 override_num_blocks=max(1, min(len(indices) // batch_size, 64)))
-        ds = ds.map_batches(decode_batch, fn_kwargs={"src": src, "config": loaded.preprocess},
-                            batch_size=batch_size, batch_format="numpy")
-        ds = ds.map_batches(GateActor, fn_constructor_kwargs={"loaded": cpu_copy, "threads": threads, "amp": amp},
-                            batch_size=batch_size, batch_format="numpy", num_gpus=gpus or None,
-                            compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors))
-        sites = find_gates(loaded.model)
-        done = 0
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            ok = np.asarray([not e for e in batch["error"]], bool)
-            if ok.any():
-                fold(part, _batch_gates(batch, ok, sites), np.asarray(batch["label"])[ok])
-            part.skipped.extend((src.name_of(int(i)), str(e)) for i, e in zip(batch["index"], batch["error"]) if e)
-            done += len(ok)
-            if progress is not None:
-                progress(done, len(indices))
-        part.ranges = [tuple(r) for r in todo if r[1] > r[0]]
-        part.skipped.sort(key=lambda s: s[0])
-        part.elapsed_s = time.perf_counter() - t0
-        return part
+            return empty_analysis(loaded, src, bins)
+        merged, skipped = empty_analysis(loaded, src, bins), []
+        for part in ray_parts(src, loaded, indices, bins=bins, batch_size=batch_size, actors=actors, amp=amp,
+                              progress=progress):
+            merged = Analysis.merge(merged, part.analysis)
+            skipped += zip(part.skipped_items, part.analysis.skipped)
+        merged.skipped = [s for _, s in sorted(skipped, key=lambda pair: pair[0])]  # item order, as locally
+        merged.ranges = [tuple(r) for r in todo if r[1] > r[0]]
+        merged.elapsed_s = time.perf_counter() - t0  # wall time: the actors ran side by side
+        return merged
     finally:
         if started:
             ray.shutdown()
