@@ -21,7 +21,7 @@ import attnviz
 from attnviz.inspection import AMP_DTYPES
 from attnviz.preprocess import prepare
 from timing import Results, Task, Timer, run_round_robin
-from workload import RESNET50S, Run, main_alone
+from workload import Run, main_alone
 
 
 def _gates(cap) -> dict[tuple[str, str], torch.Tensor]:
@@ -97,8 +97,7 @@ def accel_tasks(name: str, loaded: attnviz.LoadedModel, image: Path, device: tor
 def batch_throughput(models: dict[str, attnviz.LoadedModel], image: Path, timer: Timer,
                      repeats: int, warmup: int, results: Results) -> list[dict]:
     rows = []
-    for name in RESNET50S:
-        loaded = models[name]
+    for name, loaded in models.items():  # the variants asked for (--variants), in their order
         prepared = prepare(image, loaded.preprocess)
         for bs in (16, 32):
             batch = [prepared] * bs
