@@ -63,6 +63,14 @@ def test_each_actor_hands_back_one_partial_that_merges_to_the_whole(folder, loca
     np.testing.assert_array_equal(merged.class_counts(), [4, 3, 5])
 
 
+def assert_actors_freed() -> None:
+    """Killed actors give their CPUs back (nothing leaks into the next run)."""
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == 2
+
+
 class FailingForward(nn.Module):
     """The built-in CBAM model whose forward raises: what an actor meets with a broken model."""
 
@@ -81,10 +89,7 @@ def test_an_actor_error_reaches_the_caller_and_frees_the_actors(folder, local_ra
     broken = LoadedModel(good.variant, FailingForward(good.model), good.device, good.weights)
     with pytest.raises(RuntimeError, match="forward failed on purpose"):
         within(120, analyze, folder, broken, batch_size=4, engine="ray", ray_actors=2)
-    deadline = time.monotonic() + 30  # killed actors give their CPUs back (nothing leaks into the next run)
-    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert ray.available_resources().get("CPU", 0) == 2
+    assert_actors_freed()
 
 
 @pytest.mark.parametrize("resources, actors, expected", [
@@ -100,3 +105,29 @@ def test_actor_plan_leaves_cpus_to_the_decoding_tasks(resources, actors, expecte
     plan = ActorPlan.for_cluster(resources, actors)
     assert (plan.actors, plan.threads, plan.cpus, plan.gpus) == expected
     assert plan.actors * plan.cpus <= resources["CPU"] / 2
+
+
+def test_an_interrupted_ray_run_resumes_from_its_checkpoint(folder, local_ray, tmp_path):  # noqa: F811
+    from attnviz.analysis import Analysis, analyze
+
+    loaded = double(CBAM)
+    checkpoint = tmp_path / "analysis.npz"
+
+    def stop_in_the_second_chunk(done: int, total: int) -> None:
+        if done > 8:  # chunks of 1 batch x 4 images x 2 actors: items 0-7 are checkpointed
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        analyze(folder, loaded, batch_size=4, engine="ray", ray_actors=2, checkpoint=checkpoint,
+                checkpoint_every=1, progress=stop_in_the_second_chunk)
+    assert_actors_freed()
+    partial = Analysis.load(checkpoint)
+    assert partial.ranges == [(0, 8)] and not partial.complete
+    assert partial.n_images + len(partial.skipped) == 8
+    seen = []
+    resumed = analyze(folder, loaded, batch_size=4, engine="ray", ray_actors=2, resume=partial,
+                      progress=lambda d, t: seen.append((d, t)))
+    assert seen[-1] == (5, 5)  # only the items the checkpoint lacks
+    local = analyze(folder, loaded, batch_size=4, num_workers=0)
+    assert_same(resumed, local)
+    assert resumed.skipped == local.skipped

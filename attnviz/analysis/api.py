@@ -78,7 +78,7 @@ def analyze(
             only the items it lacks are analysed and the result includes it.
         progress: called as ``progress(items_done, items_total)`` after every batch.
         checkpoint: a file the partial analysis is saved to every ``checkpoint_every`` batches
-            (local engine), so an interrupted run can be resumed from it.
+            (per actor on Ray), so an interrupted run can be resumed from it.
         amp: ``"bf16"`` / ``"fp16"`` (CUDA): forwards under autocast, as ``inspect(amp=)``.
 
     Files that cannot be decoded are listed in ``Analysis.skipped`` and never stop the run.
@@ -89,8 +89,9 @@ def analyze(
     check_amp(amp, loaded.device)  # before any image is read: fp16 on a CPU is refused
     src, base, todo = _plan(source, loaded, classes, max_images, bins, start, stop, resume)
     if engine == "ray":
-        return _run_on_ray(src, loaded, base, todo, bins=bins, batch_size=batch_size, address=ray_address,
-                           actors=ray_actors, amp=amp, progress=progress)
+        return _run_on_ray(src, loaded, base, todo, checkpoint, bins=bins, batch_size=batch_size,
+                           address=ray_address, actors=ray_actors, amp=amp, progress=progress,
+                           checkpoint_every=checkpoint_every)
     workers = default_workers() if num_workers is None else num_workers
     return _run_local(src, loaded, base, todo, bins=bins, batch_size=batch_size, workers=workers,
                       progress=progress, checkpoint=checkpoint, checkpoint_every=checkpoint_every, amp=amp)
@@ -119,10 +120,17 @@ def _plan(source: str | os.PathLike | ResolvedSource, loaded: LoadedModel, class
 
 
 def _run_on_ray(src: ResolvedSource, loaded: LoadedModel, base: Analysis, todo: list[tuple[int, int]],
-                **options: Any) -> Analysis:
+                checkpoint: str | os.PathLike | None, **options: Any) -> Analysis:
     from .engine_ray import run_ray  # imported only here: the local path never loads ray
 
-    return Analysis.merge(base, run_ray(src, loaded, todo, **options))
+    def save_partial(part: Analysis) -> None:
+        Analysis.merge(base, part).save(Path(checkpoint))
+
+    result = Analysis.merge(base, run_ray(src, loaded, todo, on_checkpoint=save_partial if checkpoint else None,
+                                          **options))
+    if checkpoint:
+        result.save(Path(checkpoint))
+    return result
 
 
 def _run_local(src: ResolvedSource, loaded: LoadedModel, base: Analysis, todo: list[tuple[int, int]], *,

@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
             classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
             max_images=args.max_images, engine=args.engine, ray_address=args.ray_address,
             ray_actors=args.ray_actors, bins=args.bins,
-            resume=resume, progress=update, checkpoint=checkpoint if args.engine == "local" else None,
+            resume=resume, progress=update, checkpoint=checkpoint,
             amp=args.amp,
         )
     except SourceError as e:

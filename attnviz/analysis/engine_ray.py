@@ -14,7 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -155,38 +155,86 @@ def _parts_as_they_end(ray: Any, handles: list, futures: list, total: int,
                 reported = done
 
 
+class RayActors:
+    """The model-holding actors of one run: started once, fed one stream of items per call of
+    :meth:`parts`, killed on :meth:`close` (Ray must be initialised)."""
+
+    def __init__(self, src: ResolvedSource, loaded: LoadedModel, *, bins: int, actors: int | None = None,
+                 amp: str | None = None) -> None:
+        import ray
+        import ray.data
+
+        _quiet(ray)
+        self.ray, self.src, self.preprocess = ray, src, loaded.preprocess
+        self.plan = ActorPlan.for_cluster(ray.cluster_resources(), actors)
+        cpu_copy = LoadedModel(loaded.variant, copy.deepcopy(loaded.model).cpu(), loaded.device, loaded.weights)
+        actor_class = ray.remote(GateAccumulator).options(
+            num_cpus=self.plan.cpus, num_gpus=self.plan.gpus or None, max_concurrency=2)  # 2: progress() during consume()
+        self.handles = [actor_class.remote(cpu_copy, src, bins, self.plan.threads, amp)
+                        for _ in range(self.plan.actors)]
+
+    def parts(self, indices: list[int], batch_size: int, progress: Progress | None = None) -> Iterator[ActorPart]:
+        """Items ``indices``: one partial analysis per actor, each yielded when its actor has ended."""
+        ds = self.ray.data.from_items([{"index": i} for i in indices],
+                                      override_num_blocks=max(1, min(len(indices) // batch_size, 64)))
+        ds = ds.map_batches(decode_batch, fn_kwargs={"src": self.src, "config": self.preprocess},
+                            batch_size=batch_size, batch_format="numpy")
+        streams = ds.streaming_split(len(self.handles), equal=False)
+        futures = [h.consume.remote(s, batch_size) for h, s in zip(self.handles, streams)]
+        yield from _parts_as_they_end(self.ray, self.handles, futures, len(indices), progress)
+
+    def close(self) -> None:
+        for h in self.handles:
+            self.ray.kill(h)
+
+    def __enter__(self) -> RayActors:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def ray_parts(src: ResolvedSource, loaded: LoadedModel, indices: list[int], *, bins: int, batch_size: int,
               actors: int | None = None, amp: str | None = None, progress: Progress | None = None
               ) -> Iterator[ActorPart]:
     """Items ``indices`` of ``src``: one partial analysis per actor, each yielded when its actor
     has ended (Ray must be initialised)."""
-    import ray
-    import ray.data
+    with RayActors(src, loaded, bins=bins, actors=actors, amp=amp) as pool:
+        yield from pool.parts(indices, batch_size, progress)
 
-    _quiet(ray)
-    plan = ActorPlan.for_cluster(ray.cluster_resources(), actors)
-    cpu_copy = LoadedModel(loaded.variant, copy.deepcopy(loaded.model).cpu(), loaded.device, loaded.weights)
-    ds = ray.data.from_items([{"index": i} for i in indices],
-                             override_num_blocks=max(1, min(len(indices) // batch_size, 64)))
-    ds = ds.map_batches(decode_batch, fn_kwargs={"src": src, "config": loaded.preprocess},
-                        batch_size=batch_size, batch_format="numpy")
-    actor_class = ray.remote(GateAccumulator).options(
-        num_cpus=plan.cpus, num_gpus=plan.gpus or None, max_concurrency=2)  # 2: progress() answers during consume()
-    handles = [actor_class.remote(cpu_copy, src, bins, plan.threads, amp) for _ in range(plan.actors)]
-    try:
-        streams = ds.streaming_split(plan.actors, equal=False)
-        futures = [h.consume.remote(s, batch_size) for h, s in zip(handles, streams)]
-        yield from _parts_as_they_end(ray, handles, futures, len(indices), progress)
-    finally:
-        for h in handles:
-            ray.kill(h)
+
+def _chunks(todo: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
+    """``todo``'s items in order, cut into groups of at most ``size`` items (as ranges)."""
+    out: list[list[tuple[int, int]]] = []
+    current: list[tuple[int, int]] = []
+    n = 0
+    for a, b in todo:
+        while a < b:
+            take = min(b - a, size - n)
+            current.append((a, a + take))
+            n, a = n + take, a + take
+            if n == size:
+                out.append(current)
+                current, n = [], 0
+    return out + [current] if current else out
+
+
+def _merge_parts(parts: Iterator[ActorPart], start: Analysis) -> Analysis:
+    merged, skipped = start, []
+    for part in parts:  # one at a time: the driver never holds every actor's partial at once
+        merged = Analysis.merge(merged, part.analysis)
+        skipped += zip(part.skipped_items, part.analysis.skipped)
+    merged.skipped = [s for _, s in sorted(skipped, key=lambda pair: pair[0])]  # item order, as locally
+    return merged
 
 
 def run_ray(src: ResolvedSource, loaded: LoadedModel, todo: list[tuple[int, int]], *, bins: int, batch_size: int,
             address: str | None = None, actors: int | None = None, amp: str | None = None,
-            progress: Progress | None = None) -> Analysis:
+            progress: Progress | None = None, on_checkpoint: Callable[[Analysis], None] | None = None,
+            checkpoint_every: int = 0) -> Analysis:
     """Items in the ranges ``todo`` of ``src`` as one partial analysis, computed on Ray: the
-    merge of the actors' partials."""
+    merge of the actors' partials. With ``on_checkpoint``, the items go through in chunks of
+    ``checkpoint_every`` batches per actor, and the analysis so far is handed to it after each."""
     import ray
 
     started = not ray.is_initialized()
@@ -195,18 +243,27 @@ def run_ray(src: ResolvedSource, loaded: LoadedModel, todo: list[tuple[int, int]
                  runtime_env=None if address else _local_runtime_env())
     t0 = time.perf_counter()
     try:
-        indices = [i for a, b in todo for i in range(a, b)]
-        if not indices:
-            return empty_analysis(loaded, src, bins)
-        merged, skipped = empty_analysis(loaded, src, bins), []
-        for part in ray_parts(src, loaded, indices, bins=bins, batch_size=batch_size, actors=actors, amp=amp,
-                              progress=progress):
-            merged = Analysis.merge(merged, part.analysis)
-            skipped += zip(part.skipped_items, part.analysis.skipped)
-        merged.skipped = [s for _, s in sorted(skipped, key=lambda pair: pair[0])]  # item order, as locally
-        merged.ranges = [tuple(r) for r in todo if r[1] > r[0]]
-        merged.elapsed_s = time.perf_counter() - t0  # wall time: the actors ran side by side
-        return merged
+        result = empty_analysis(loaded, src, bins)
+        total = sum(b - a for a, b in todo)
+        if total <= 0:
+            return result
+        with RayActors(src, loaded, bins=bins, actors=actors, amp=amp) as pool:
+            size = checkpoint_every * batch_size * pool.plan.actors if on_checkpoint and checkpoint_every else total
+            done_before = 0
+            for chunk in _chunks(todo, size):
+                def report(done: int, _total: int, offset: int = done_before) -> None:
+                    if progress is not None:
+                        progress(offset + done, total)
+
+                indices = [i for a, b in chunk for i in range(a, b)]
+                part = _merge_parts(pool.parts(indices, batch_size, report), empty_analysis(loaded, src, bins))
+                part.ranges = chunk
+                result = Analysis.merge(result, part)
+                result.elapsed_s = time.perf_counter() - t0  # wall time: the actors ran side by side
+                done_before += len(indices)
+                if on_checkpoint is not None and done_before < total:
+                    on_checkpoint(result)
+        return result
     finally:
         if started:
             ray.shutdown()
