@@ -133,8 +133,8 @@ def ray_overhead(loaded: LoadedModel, folder: Path, actors: int | None) -> dict:
     t_init = time.perf_counter() - t0
     try:
         out = {}
-        # "ray again": a second run, Ray's workers warm; "ray checkpointed": as the CLI runs it, in
-        # chunks of 20 batches per actor with the analysis saved after each
+        # "ray again": a second run, Ray's workers warm; "ray checkpointed": as the CLI runs it, the
+        # actors' partials taken and saved about every 20 batches per actor
         for engine in ("local", "ray", "ray again", "ray checkpointed"):
             first: list[tuple[float, int]] = []  # (time, items done) at the first progress report
             checkpoint = folder.parent / "bench_checkpoint.npz" if engine == "ray checkpointed" else None
@@ -185,7 +185,7 @@ def markdown(rows: list[dict], rss: dict | None, ray_rows: dict | None, args: ar
                       f"{r2['ips']:.1f} img/s (local {lo['ips']:.1f} img/s: {r2['ips'] / lo['ips']:.2f}x); after the first "
                       f"batch (start-up left out) {r2['steady']:.1f} img/s on the second run, local "
                       f"{lo['steady']:.1f} img/s ({r2['steady'] / lo['steady']:.2f}x); checkpointed as the CLI runs it "
-                      f"(chunks of 20 batches per actor, saved after each) {ray_rows['ray checkpointed']['ips']:.1f} img/s "
+                      f"(partials taken and saved about every 20 batches per actor) {ray_rows['ray checkpointed']['ips']:.1f} img/s "
                       f"end to end against {r2['ips']:.1f} unchunked."]
     return "\n".join(lines + ["", END]) + "\n"
 

@@ -48,9 +48,9 @@ def test_each_actor_hands_back_one_partial_that_merges_to_the_whole(folder, loca
 
     loaded = double(CBAM)
     src = prepare_source(folder, loaded.preprocess.input_size, None, None)
-    parts = list(ray_parts(src, loaded, list(range(len(src))), bins=20, batch_size=4, actors=2))
+    parts = ray_parts(src, loaded, list(range(len(src))), bins=20, batch_size=4, actors=2)
     assert len(parts) == 2  # one per actor, each a whole Analysis, not raw per-batch gates
-    assert sum(p.items for p in parts) == 13
+    assert sorted(i for p in parts for i in p.items) == list(range(13))
     assert sum(p.analysis.n_images for p in parts) == 12 and sum(len(p.skipped_items) for p in parts) == 1
     for p in parts:
         assert p.analysis.n_images == int(p.analysis.confusion.sum())
@@ -107,27 +107,50 @@ def test_actor_plan_leaves_cpus_to_the_decoding_tasks(resources, actors, expecte
     assert plan.actors * plan.cpus <= resources["CPU"] / 2
 
 
-def test_an_interrupted_ray_run_resumes_from_its_checkpoint(folder, local_ray, tmp_path):  # noqa: F811
+class SlowForward(nn.Module):
+    """The built-in model taking 0.3 s more per batch, so a run is still going when the
+    driver takes the actors' partials for a checkpoint."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        time.sleep(0.3)
+        return self.inner(x)
+
+
+def test_an_interrupted_ray_run_resumes_from_its_checkpoint(folder, local_ray, tmp_path, monkeypatch):  # noqa: F811
     from attnviz.analysis import Analysis, analyze
 
-    loaded = double(CBAM)
+    good = double(CBAM)
+    loaded = LoadedModel(good.variant, SlowForward(good.model), good.device, good.weights)
+    local = analyze(folder, loaded, batch_size=2, num_workers=0)
     checkpoint = tmp_path / "analysis.npz"
 
-    def stop_in_the_second_chunk(done: int, total: int) -> None:
-        if done > 8:  # chunks of 1 batch x 4 images x 2 actors: items 0-7 are checkpointed
+    def stop_after_a_checkpoint(done: int, total: int) -> None:
+        if checkpoint.exists():  # the actors' partials were taken mid-run and saved
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        analyze(folder, loaded, batch_size=4, engine="ray", ray_actors=2, checkpoint=checkpoint,
-                checkpoint_every=1, progress=stop_in_the_second_chunk)
+    with pytest.raises(KeyboardInterrupt):  # checkpoint_every=1: take at 1 batch x 2 images x 2 actors
+        analyze(folder, loaded, batch_size=2, engine="ray", ray_actors=2, checkpoint=checkpoint,
+                checkpoint_every=1, progress=stop_after_a_checkpoint)
     assert_actors_freed()
     partial = Analysis.load(checkpoint)
-    assert partial.ranges == [(0, 8)] and not partial.complete
-    assert partial.n_images + len(partial.skipped) == 8
+    assert 4 <= partial.n_done < 13 and not partial.complete
+    assert partial.n_images + len(partial.skipped) == partial.n_done  # its ranges are the items it holds
     seen = []
-    resumed = analyze(folder, loaded, batch_size=4, engine="ray", ray_actors=2, resume=partial,
+    resumed = analyze(folder, loaded, batch_size=2, engine="ray", ray_actors=2, resume=partial,
                       progress=lambda d, t: seen.append((d, t)))
-    assert seen[-1] == (5, 5)  # only the items the checkpoint lacks
-    local = analyze(folder, loaded, batch_size=4, num_workers=0)
+    assert seen[-1] == (13 - partial.n_done,) * 2  # only the items the checkpoint lacks
     assert_same(resumed, local)
     assert resumed.skipped == local.skipped
+
+    saves = []  # uninterrupted, partials taken mid-run and at the end merge to the same numbers
+    save = Analysis.save
+    monkeypatch.setattr(Analysis, "save", lambda self, path: saves.append(self.n_done) or save(self, path))
+    whole = analyze(folder, loaded, batch_size=2, engine="ray", ray_actors=2, checkpoint=tmp_path / "c.npz",
+                    checkpoint_every=1)
+    assert len(saves) >= 2 and saves[0] < 13 and saves[-1] == 13
+    assert_same(whole, local)
+    assert_same(Analysis.load(tmp_path / "c.npz"), local)

@@ -5,16 +5,19 @@ as the local engine) and folds every batch into its own partial :class:`Analysis
 :meth:`Analysis.merge`.
 
 The decoded stream is cut with ``Dataset.streaming_split`` into one iterator per actor, so an
-actor knows when its share has ended and hands its partial over once: only
+actor knows when its share has ended and hands its partial over then: only
 ``O(blocks x classes x channels x bins)`` per actor crosses the network, however many images
-there are. Only imported when ``engine="ray"`` is asked for.
+there are. For checkpoints the driver also takes each running actor's partial (and the items
+it holds) every so often, without stopping the stream. Only imported when ``engine="ray"`` is
+asked for.
 """
 from __future__ import annotations
 
 import copy
 import math
+import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,16 +51,17 @@ def decode_batch(batch: dict[str, np.ndarray], src: ResolvedSource, config: Any)
 
 @dataclass
 class ActorPart:
-    """What one actor hands back: its partial analysis and the item index of each skipped file."""
+    """A partial analysis handed over by an actor, with the items it holds."""
 
     analysis: Analysis
-    skipped_items: list[int]
-    items: int
+    items: list[int]  # item indices folded in or skipped
+    skipped_items: list[int]  # the item index of each of analysis.skipped
 
 
 class GateAccumulator:
     """Ray actor: holds the model on its device, consumes one split of the decoded stream and
-    folds every batch into its own partial analysis."""
+    folds every batch into its own partial analysis, which :meth:`take` hands over (and
+    restarts) at any time."""
 
     def __init__(self, loaded: LoadedModel, src: ResolvedSource, bins: int, threads: int,
                  amp: str | None = None) -> None:
@@ -68,31 +72,46 @@ class GateAccumulator:
         self.model = loaded.model.to(device).eval()
         self.device = device
         self.amp = amp if device.type == "cuda" or amp == "bf16" else None  # fp16 is CUDA-only
-        self.src = src
-        self.part = empty_analysis(loaded, src, bins)
-        self.items = 0
+        self.loaded, self.src, self.bins = loaded, src, bins
+        self.lock = threading.Lock()  # consume() folds while take() may be called (max_concurrency=2)
+        self._restart()
+
+    def _restart(self) -> None:
+        self.part = empty_analysis(self.loaded, self.src, self.bins)
+        self.items: list[int] = []
+        self.skipped_items: list[int] = []
 
     def consume(self, stream: Any, batch_size: int) -> ActorPart:
-        """Fold every batch of ``stream`` (a Ray Data iterator); the partial once it has ended."""
+        """Fold every batch of ``stream`` (a Ray Data iterator); what is not taken yet once it ends."""
         import torch
 
-        skipped_items: list[int] = []
         for batch in stream.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
             ok = np.asarray([not e for e in batch["error"]], bool)
-            if ok.any():
-                x = torch.from_numpy(np.ascontiguousarray(batch["x"][ok]))
-                fold(self.part, forward_batch(self.model, self.device, x, self.amp), np.asarray(batch["label"])[ok])
-            for item, err in zip(batch["index"], batch["error"]):
-                if err:
-                    skipped_items.append(int(item))
-                    self.part.skipped.append((self.src.name_of(int(item)), str(err)))
-            self.items += len(ok)
+            gates = None
+            if ok.any():  # the forward runs outside the lock: take() waits for a fold at most
+                gates = forward_batch(self.model, self.device, torch.from_numpy(np.ascontiguousarray(batch["x"][ok])),
+                                      self.amp)
+            with self.lock:
+                if gates is not None:
+                    fold(self.part, gates, np.asarray(batch["label"])[ok])
+                for item, err in zip(batch["index"], batch["error"]):
+                    if err:
+                        self.skipped_items.append(int(item))
+                        self.part.skipped.append((self.src.name_of(int(item)), str(err)))
+                self.items.extend(int(i) for i in batch["index"])
             release_free_memory()  # as in the local engine: batches arrive through another thread
-        return ActorPart(self.part, skipped_items, self.items)
+        return self.take()
+
+    def take(self) -> ActorPart:
+        """The partial since the last take, and a fresh one started."""
+        with self.lock:
+            out = ActorPart(self.part, self.items, self.skipped_items)
+            self._restart()
+        return out
 
     def progress(self) -> int:
-        """Items this actor has folded so far (answered while ``consume`` runs)."""
-        return self.items
+        """Items held since the last take (answered while ``consume`` runs)."""
+        return len(self.items)
 
 
 @dataclass(frozen=True)
@@ -137,27 +156,42 @@ def _quiet(ray: Any) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
-def _parts_as_they_end(ray: Any, handles: list, futures: list, total: int,
-                       progress: Progress | None) -> Iterator[ActorPart]:
-    """Each actor's part as soon as it has ended (so the driver holds one part at a time, not
-    all of them), ``progress`` polled meanwhile; an actor's error is raised when it happens."""
-    pending, reported, finished = list(futures), -1, 0
-    while pending:
-        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
-        for ref in ready:
-            part = ray.get(ref)
-            finished += part.items
-            yield part
-        if progress is not None:
-            done = finished + sum(ray.get([h.progress.remote() for h, f in zip(handles, futures) if f in pending]))
-            if done != reported:
-                progress(done, total)
-                reported = done
+def _ranges_of(items: list[int]) -> list[tuple[int, int]]:
+    """Sorted item indices as maximal ``[a, b)`` ranges."""
+    out: list[tuple[int, int]] = []
+    for i in sorted(items):
+        if out and i == out[-1][1]:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+class Collected:
+    """The parts merged so far (one at a time: the driver never holds every actor's partial)."""
+
+    def __init__(self, start: Analysis) -> None:
+        self.analysis, self.t0 = start, time.perf_counter()
+        self.items: list[int] = []
+        self.skipped: list[tuple[int, tuple[str, str]]] = []
+
+    def add(self, part: ActorPart) -> None:
+        self.analysis = Analysis.merge(self.analysis, part.analysis)
+        self.items += part.items
+        self.skipped += zip(part.skipped_items, part.analysis.skipped)
+
+    def result(self) -> Analysis:
+        """The analysis of the items collected: their ranges, skipped files in item order (as the
+        local engine lists them), wall time (the actors ran side by side)."""
+        out = copy.copy(self.analysis)  # the arrays are shared; ranges, skipped and time are its own
+        out.ranges = _ranges_of(self.items)
+        out.skipped = [s for _, s in sorted(self.skipped, key=lambda pair: pair[0])]
+        out.elapsed_s = time.perf_counter() - self.t0
+        return out
 
 
 class RayActors:
-    """The model-holding actors of one run: started once, fed one stream of items per call of
-    :meth:`parts`, killed on :meth:`close` (Ray must be initialised)."""
+    """The model-holding actors of one run, killed on :meth:`close` (Ray must be initialised)."""
 
     def __init__(self, src: ResolvedSource, loaded: LoadedModel, *, bins: int, actors: int | None = None,
                  amp: str | None = None) -> None:
@@ -169,19 +203,44 @@ class RayActors:
         self.plan = ActorPlan.for_cluster(ray.cluster_resources(), actors)
         cpu_copy = LoadedModel(loaded.variant, copy.deepcopy(loaded.model).cpu(), loaded.device, loaded.weights)
         actor_class = ray.remote(GateAccumulator).options(
-            num_cpus=self.plan.cpus, num_gpus=self.plan.gpus or None, max_concurrency=2)  # 2: progress() during consume()
+            num_cpus=self.plan.cpus, num_gpus=self.plan.gpus or None, max_concurrency=2)  # take() during consume()
         self.handles = [actor_class.remote(cpu_copy, src, bins, self.plan.threads, amp)
                         for _ in range(self.plan.actors)]
 
-    def parts(self, indices: list[int], batch_size: int, progress: Progress | None = None) -> Iterator[ActorPart]:
-        """Items ``indices``: one partial analysis per actor, each yielded when its actor has ended."""
+    def start(self, indices: list[int], batch_size: int) -> list:
+        """Feed items ``indices`` to the actors; one future of a final :class:`ActorPart` per actor."""
         ds = self.ray.data.from_items([{"index": i} for i in indices],
                                       override_num_blocks=max(1, min(len(indices) // batch_size, 64)))
         ds = ds.map_batches(decode_batch, fn_kwargs={"src": self.src, "config": self.preprocess},
                             batch_size=batch_size, batch_format="numpy")
         streams = ds.streaming_split(len(self.handles), equal=False)
-        futures = [h.consume.remote(s, batch_size) for h, s in zip(self.handles, streams)]
-        yield from _parts_as_they_end(self.ray, self.handles, futures, len(indices), progress)
+        return [h.consume.remote(s, batch_size) for h, s in zip(self.handles, streams)]
+
+    def collect(self, futures: list, collected: Collected, total: int, progress: Progress | None = None,
+                take_every: int = 0, on_checkpoint: Callable[[Analysis], None] | None = None) -> None:
+        """Merge each actor's final part as soon as it has ended, polling ``progress``; with
+        ``on_checkpoint``, take the running actors' partials each time ``take_every`` more items
+        are held (and saving has cost under a tenth of the time since) and hand it the result.
+        An actor's error is raised when it happens."""
+        ray = self.ray
+        pending, reported, taken_at, saved_at, save_cost = list(futures), -1, 0, -math.inf, 0.0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
+            for ref in ready:
+                collected.add(ray.get(ref))
+            running = [h for h, f in zip(self.handles, futures) if f in pending]
+            done = len(collected.items) + sum(ray.get([h.progress.remote() for h in running]))
+            if progress is not None and done != reported:
+                progress(done, total)
+                reported = done
+            if (on_checkpoint is not None and running and take_every and done - taken_at >= take_every
+                    and time.perf_counter() - saved_at >= 10 * save_cost):
+                t = time.perf_counter()
+                for h in running:
+                    collected.add(ray.get(h.take.remote()))
+                on_checkpoint(collected.result())
+                taken_at, saved_at = done, time.perf_counter()
+                save_cost = saved_at - t
 
     def close(self) -> None:
         for h in self.handles:
@@ -195,37 +254,10 @@ class RayActors:
 
 
 def ray_parts(src: ResolvedSource, loaded: LoadedModel, indices: list[int], *, bins: int, batch_size: int,
-              actors: int | None = None, amp: str | None = None, progress: Progress | None = None
-              ) -> Iterator[ActorPart]:
-    """Items ``indices`` of ``src``: one partial analysis per actor, each yielded when its actor
-    has ended (Ray must be initialised)."""
+              actors: int | None = None, amp: str | None = None) -> list[ActorPart]:
+    """Items ``indices`` of ``src``: each actor's partial analysis (Ray must be initialised)."""
     with RayActors(src, loaded, bins=bins, actors=actors, amp=amp) as pool:
-        yield from pool.parts(indices, batch_size, progress)
-
-
-def _chunks(todo: list[tuple[int, int]], size: int) -> list[list[tuple[int, int]]]:
-    """``todo``'s items in order, cut into groups of at most ``size`` items (as ranges)."""
-    out: list[list[tuple[int, int]]] = []
-    current: list[tuple[int, int]] = []
-    n = 0
-    for a, b in todo:
-        while a < b:
-            take = min(b - a, size - n)
-            current.append((a, a + take))
-            n, a = n + take, a + take
-            if n == size:
-                out.append(current)
-                current, n = [], 0
-    return out + [current] if current else out
-
-
-def _merge_parts(parts: Iterator[ActorPart], start: Analysis) -> Analysis:
-    merged, skipped = start, []
-    for part in parts:  # one at a time: the driver never holds every actor's partial at once
-        merged = Analysis.merge(merged, part.analysis)
-        skipped += zip(part.skipped_items, part.analysis.skipped)
-    merged.skipped = [s for _, s in sorted(skipped, key=lambda pair: pair[0])]  # item order, as locally
-    return merged
+        return pool.ray.get(pool.start(indices, batch_size))
 
 
 def run_ray(src: ResolvedSource, loaded: LoadedModel, todo: list[tuple[int, int]], *, bins: int, batch_size: int,
@@ -233,37 +265,22 @@ def run_ray(src: ResolvedSource, loaded: LoadedModel, todo: list[tuple[int, int]
             progress: Progress | None = None, on_checkpoint: Callable[[Analysis], None] | None = None,
             checkpoint_every: int = 0) -> Analysis:
     """Items in the ranges ``todo`` of ``src`` as one partial analysis, computed on Ray: the
-    merge of the actors' partials. With ``on_checkpoint``, the items go through in chunks of
-    ``checkpoint_every`` batches per actor, and the analysis so far is handed to it after each."""
+    merge of the actors' partials. With ``on_checkpoint``, the analysis so far is handed to it
+    about every ``checkpoint_every`` batches per actor."""
     import ray
 
     started = not ray.is_initialized()
     if started:
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  runtime_env=None if address else _local_runtime_env())
-    t0 = time.perf_counter()
     try:
-        result = empty_analysis(loaded, src, bins)
-        total = sum(b - a for a, b in todo)
-        if total <= 0:
-            return result
-        with RayActors(src, loaded, bins=bins, actors=actors, amp=amp) as pool:
-            size = checkpoint_every * batch_size * pool.plan.actors if on_checkpoint and checkpoint_every else total
-            done_before = 0
-            for chunk in _chunks(todo, size):
-                def report(done: int, _total: int, offset: int = done_before) -> None:
-                    if progress is not None:
-                        progress(offset + done, total)
-
-                indices = [i for a, b in chunk for i in range(a, b)]
-                part = _merge_parts(pool.parts(indices, batch_size, report), empty_analysis(loaded, src, bins))
-                part.ranges = chunk
-                result = Analysis.merge(result, part)
-                result.elapsed_s = time.perf_counter() - t0  # wall time: the actors ran side by side
-                done_before += len(indices)
-                if on_checkpoint is not None and done_before < total:
-                    on_checkpoint(result)
-        return result
+        collected = Collected(empty_analysis(loaded, src, bins))
+        indices = [i for a, b in todo for i in range(a, b)]
+        if indices:
+            with RayActors(src, loaded, bins=bins, actors=actors, amp=amp) as pool:
+                pool.collect(pool.start(indices, batch_size), collected, len(indices), progress,
+                             take_every=checkpoint_every * batch_size * pool.plan.actors, on_checkpoint=on_checkpoint)
+        return collected.result()
     finally:
         if started:
             ray.shutdown()
