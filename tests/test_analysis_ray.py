@@ -44,11 +44,12 @@ def test_ray_engine_equals_local_engine(folder, local_ray):  # noqa: F811
 def test_each_actor_hands_back_one_partial_that_merges_to_the_whole(folder, local_ray):  # noqa: F811
     from attnviz.analysis import Analysis, analyze
     from attnviz.analysis.api import prepare_source
-    from attnviz.analysis.engine_ray import ray_parts
+    from attnviz.analysis.engine_ray import RayActors
 
     loaded = double(CBAM)
     src = prepare_source(folder, loaded.preprocess.input_size, None, None)
-    parts = ray_parts(src, loaded, list(range(len(src))), bins=20, batch_size=4, actors=2)
+    with RayActors(src, loaded, bins=20, actors=2) as pool:
+        parts = ray.get(pool.start(list(range(len(src))), batch_size=4))
     assert len(parts) == 2  # one per actor, each a whole Analysis, not raw per-batch gates
     assert sorted(i for p in parts for i in p.items) == list(range(13))
     assert sum(p.analysis.n_images for p in parts) == 12 and sum(len(p.skipped_items) for p in parts) == 1

@@ -37,8 +37,7 @@ def forward_batch(net: nn.Module, device: torch.device, x: torch.Tensor, amp: st
     with capture(net) as cap, torch.inference_mode(), amp_autocast(amp, device):
         logits = net(x)
     preds = logits.argmax(1).cpu().numpy().astype(np.int64)
-    # blocks with only branch weights (SelectiveKernel, SplitAttn) have no statistics here yet;
-    # the Ray engine leaves them out the same way
+    # blocks with only branch weights (SelectiveKernel, SplitAttn) have no statistics here yet
     blocks = [(bc.name, bc.kind, bc.stage,
                None if bc.channel is None else bc.channel.numpy(),
                None if bc.spatial is None else bc.spatial.numpy())

@@ -23,6 +23,24 @@ from .sources import ItemsDataset, ResolvedSource, collate
 Progress = Callable[[int, int], None]  # (items done, items in total)
 
 
+class CheckpointPacer:
+    """Lets a checkpoint be saved only once the time since the last one is ten times what that
+    one cost: a checkpoint holds every skipped file so far, so with 10^6 missing files the saves
+    stay O(n) over a run, not O(n^2)."""
+
+    def __init__(self) -> None:
+        self.saved_at, self.cost = -math.inf, 0.0
+
+    def due(self) -> bool:
+        return time.perf_counter() - self.saved_at >= 10 * self.cost
+
+    def save(self, save: Callable[[], None]) -> None:
+        t = time.perf_counter()
+        save()
+        self.saved_at = time.perf_counter()
+        self.cost = self.saved_at - t
+
+
 def default_workers() -> int:
     """Decode workers: the cores left beside the forward, at least 1 and at most 4."""
     return max(1, min(4, (os.cpu_count() or 1) - 1))
@@ -50,7 +68,7 @@ def run_range(
     """Items ``start .. stop - 1`` of ``src`` as one partial analysis (range ``[start, stop)``)."""
     part = empty_analysis(loaded, src, bins)
     t0 = time.perf_counter()
-    saved_at, save_cost = -math.inf, 0.0
+    pacer = CheckpointPacer()
     done = start
     for k, batch in enumerate(loader(src, range(start, stop), loaded, batch_size, num_workers), 1):
         if len(batch.labels):
@@ -65,13 +83,8 @@ def run_range(
         if progress is not None:
             progress(done, stop)
         if (on_checkpoint is not None and checkpoint_every and k % checkpoint_every == 0 and done < stop
-                and time.perf_counter() - saved_at >= 10 * save_cost):
-            # A checkpoint holds every skipped file so far: once saving one costs more than a
-            # tenth of the time since the last, wait longer (10^6 missing files: O(n), not O(n^2)).
-            t_save = time.perf_counter()
-            on_checkpoint(part)
-            saved_at = time.perf_counter()
-            save_cost = saved_at - t_save
+                and pacer.due()):
+            pacer.save(lambda: on_checkpoint(part))
     part.ranges = [(start, stop)] if stop > start else []
     part.elapsed_s = time.perf_counter() - t0
     return part

@@ -27,7 +27,7 @@ from ..memory import release_free_memory
 from ..models.loading import LoadedModel
 from .analysis import Analysis
 from .batch import empty_analysis, fold, forward_batch
-from .engine_local import Progress
+from .engine_local import CheckpointPacer, Progress
 from .sources import ItemsDataset, ResolvedSource
 
 _ERROR_WIDTH = 300  # characters of a decoding error kept per item
@@ -220,27 +220,30 @@ class RayActors:
                 take_every: int = 0, on_checkpoint: Callable[[Analysis], None] | None = None) -> None:
         """Merge each actor's final part as soon as it has ended, polling ``progress``; with
         ``on_checkpoint``, take the running actors' partials each time ``take_every`` more items
-        are held (and saving has cost under a tenth of the time since) and hand it the result.
-        An actor's error is raised when it happens."""
+        are held (paced by :class:`CheckpointPacer`) and hand it the result. An actor's error is
+        raised when it happens."""
         ray = self.ray
-        pending, reported, taken_at, saved_at, save_cost = list(futures), -1, 0, -math.inf, 0.0
+        checkpoints = on_checkpoint is not None and take_every > 0
+        pending, reported, taken_at, pacer = list(futures), -1, 0, CheckpointPacer()
         while pending:
             ready, pending = ray.wait(pending, num_returns=len(pending), timeout=_POLL_S)
             for ref in ready:
                 collected.add(ray.get(ref))
+            if progress is None and not checkpoints:
+                continue
             running = [h for h, f in zip(self.handles, futures) if f in pending]
             done = len(collected.items) + sum(ray.get([h.progress.remote() for h in running]))
             if progress is not None and done != reported:
                 progress(done, total)
                 reported = done
-            if (on_checkpoint is not None and running and take_every and done - taken_at >= take_every
-                    and time.perf_counter() - saved_at >= 10 * save_cost):
-                t = time.perf_counter()
-                for h in running:
-                    collected.add(ray.get(h.take.remote()))
-                on_checkpoint(collected.result())
-                taken_at, saved_at = done, time.perf_counter()
-                save_cost = saved_at - t
+            if checkpoints and running and done - taken_at >= take_every and pacer.due():
+                def take_and_save(running: list = running) -> None:
+                    for h in running:
+                        collected.add(ray.get(h.take.remote()))
+                    on_checkpoint(collected.result())
+
+                pacer.save(take_and_save)
+                taken_at = done
 
     def close(self) -> None:
         for h in self.handles:
@@ -251,13 +254,6 @@ class RayActors:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def ray_parts(src: ResolvedSource, loaded: LoadedModel, indices: list[int], *, bins: int, batch_size: int,
-              actors: int | None = None, amp: str | None = None) -> list[ActorPart]:
-    """Items ``indices`` of ``src``: each actor's partial analysis (Ray must be initialised)."""
-    with RayActors(src, loaded, bins=bins, actors=actors, amp=amp) as pool:
-        return pool.ray.get(pool.start(indices, batch_size))
 
 
 def run_ray(src: ResolvedSource, loaded: LoadedModel, todo: list[tuple[int, int]], *, bins: int, batch_size: int,
