@@ -161,13 +161,15 @@ def _pairwise_cosine(v: np.ndarray) -> np.ndarray:
     return np.clip(unit @ unit.T, -1.0, 1.0)
 
 
-def profile_similarity(results: Sequence[Inspection]) -> list[dict[str, Any]]:
+def profile_similarity(results: Sequence[Inspection],
+                       mats: dict[str, np.ndarray] | None = None) -> list[dict[str, Any]]:
     """Per channel-attention block (shallow to deep): cosine similarity of the images' channel
     weights (all pairs: mean, min, full matrix) and the same after centring each vector on its
-    mean (Pearson correlation, which sigmoid gates' common offset does not inflate)."""
+    mean (Pearson correlation, which sigmoid gates' common offset does not inflate). ``mats``:
+    :func:`channel_matrix` of ``results``, when the caller has it already."""
     if not results:
         return []
-    mats = channel_matrix(results)
+    mats = channel_matrix(results) if mats is None else mats
     n = len(results)
     iu = np.triu_indices(n, k=1)
     out = []

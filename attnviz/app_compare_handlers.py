@@ -170,8 +170,8 @@ def compare_images(images, variant=EXAMPLE_VARIANT or DEFAULT_VARIANT, progress=
     if not results[0].channel_blocks:
         raise gr.Error(f"{loaded.name} has no channel attention; choose a variant with SE, ECA, CBAM or BAM blocks.")
     names = unique_stems([Path(p).name for p in paths])
-    sim = C.profile_similarity(results)
     mats = C.channel_matrix(results)
+    sim = C.profile_similarity(results, mats)
     folder = S.scratch_dir()
     profiles = [(L.save_png(CV.profile_view(mats[b.name], names, b.name, b.kind), folder / f"profile{i}.png"),
                  L.block_caption(b)) for i, b in enumerate(results[0].channel_blocks)]

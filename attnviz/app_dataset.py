@@ -153,22 +153,33 @@ def run_analysis(source: str, loaded: Any, scratch: Path, *, max_images: int,
         shutil.rmtree(scratch / "images", ignore_errors=True)
 
 
-def views(analysis: Analysis, folder: Path, blocks: list[str] | None = None,
-          classes: list[str] | None = None) -> DatasetViews:
-    """Draw the tab's figures for ``analysis`` into ``folder`` and save the analysis there."""
+def picked_figures(analysis: Analysis, folder: Path, blocks: list[str] | None = None,
+                   classes: list[str] | None = None) -> tuple[str | None, str | None]:
+    """The two figures that follow the block and class pickers, drawn into ``folder``: the
+    excitation profiles and the deepest spatial block's mean map (None where there is none)."""
     folder.mkdir(parents=True, exist_ok=True)
-    out: dict[str, str | None] = {"excitation": None, "specificity": None, "saturation": None, "spatial": None}
     names = [b.name for b in analysis.channel_blocks]
     blocks = [b for b in (blocks or []) if b in names] or None
     classes = [c for c in (classes or []) if c in analysis.classes] or None
+    excitation = spatial = None
     if analysis.channel_blocks and analysis.n_images:
-        out["excitation"] = str(save_png(excitation_figure(analysis, blocks, classes), folder / "excitation.png"))
-        out["specificity"] = str(save_png(specificity_figure(analysis), folder / "specificity.png"))
+        excitation = str(save_png(excitation_figure(analysis, blocks, classes), folder / "excitation.png"))
+    spatial_blocks = [b.name for b in analysis.blocks if b.spatial_sum is not None]
+    if spatial_blocks and analysis.n_images:
+        spatial = str(save_png(spatial_figure(analysis, spatial_blocks[-1], classes), folder / "spatial.png"))
+    return excitation, spatial
+
+
+def views(analysis: Analysis, folder: Path, blocks: list[str] | None = None,
+          classes: list[str] | None = None) -> DatasetViews:
+    """Draw the tab's figures for ``analysis`` into ``folder`` and save the analysis there."""
+    excitation, spatial = picked_figures(analysis, folder, blocks, classes)
+    specificity = saturation = None
+    if analysis.channel_blocks and analysis.n_images:
+        specificity = str(save_png(specificity_figure(analysis), folder / "specificity.png"))
     if analysis.blocks and analysis.n_images:
-        out["saturation"] = str(save_png(saturation_figure(analysis), folder / "saturation.png"))
-        spatial = [b.name for b in analysis.blocks if b.spatial_sum is not None]
-        if spatial:
-            out["spatial"] = str(save_png(spatial_figure(analysis, spatial[-1], classes), folder / "spatial.png"))
+        saturation = str(save_png(saturation_figure(analysis), folder / "saturation.png"))
     path = analysis.save(folder / "analysis.npz")
-    return DatasetViews(**out, summary=analysis.summary(), analysis_file=str(path), blocks=names,
-                        classes=list(analysis.classes))
+    return DatasetViews(excitation=excitation, specificity=specificity, saturation=saturation, spatial=spatial,
+                        summary=analysis.summary(), analysis_file=str(path),
+                        blocks=[b.name for b in analysis.channel_blocks], classes=list(analysis.classes))

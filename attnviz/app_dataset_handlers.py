@@ -82,5 +82,5 @@ def redraw_dataset(path, blocks, classes):
         if path:
             gr.Warning("This analysis is no longer kept on the server: press Analyze to run it again.")
         return gr.skip(), gr.skip()
-    v = D.views(Analysis.load(path), S.scratch_dir(), blocks, classes)
-    return v.excitation, v.spatial
+    # only the two figures the pickers change: no other figure, summary or file is redone
+    return D.picked_figures(Analysis.load(path), S.scratch_dir(), blocks, classes)

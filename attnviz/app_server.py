@@ -231,10 +231,6 @@ def inspect_images(paths: list[str], loaded: LoadedModel) -> list[Inspection]:
         raise image_error(exc) from None
 
 
-# The names these had in app.py, where tests/test_app_logic.py reached them.
-_load, _inspect_one, _inspect_images = load_variant, inspect_one, inspect_images
-
-
 def use_weight_files(specs: list[str]) -> None:
     """``--weights VARIANT=FILE`` (repeatable): serve VARIANT with that local checkpoint."""
     for spec in specs:

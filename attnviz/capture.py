@@ -8,7 +8,6 @@ so several threads can inspect one shared model object at once.
 """
 from __future__ import annotations
 
-import functools
 import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -19,7 +18,7 @@ import torch
 from torch import nn
 
 from .blocks import AttentionBlock
-from .gate_sites import family_of_class, timm_family
+from .gate_sites import Family, family_of_class
 
 # Attribute names under which residual blocks hold their attention module; the reported
 # block name is the residual block's ("layer3.4", not "layer3.4.attn"). timm's SelectiveKernel
@@ -109,19 +108,12 @@ def _block_name(module_name: str) -> str:
     return head if head and tail in _ATTN_ATTRS else module_name
 
 
-@functools.lru_cache(maxsize=4096)
-def _attention_class(cls: type) -> bool:
-    """Whether modules of this class are attention blocks: one check per class, not per module,
-    since find_gates runs on every capture (a timm model has hundreds of modules)."""
-    return issubclass(cls, AttentionBlock) or family_of_class(cls) is not None
-
-
-def _site_of(name: str, module: nn.Module) -> GateSite | None:
-    """The site of an attnviz attention block or of a timm attention module (see gate_sites)."""
+def _site_of(name: str, module: nn.Module, family: Family | None) -> GateSite | None:
+    """The site of an attnviz attention block or of a timm attention module of ``family``
+    (see gate_sites)."""
     if isinstance(module, AttentionBlock):
         block = _block_name(name)
         return GateSite(block, module.kind, _stage_of(block), module.gate_modules(), module=module)
-    family = timm_family(module)
     if family is None:
         return None
     taps = family.taps(module)
@@ -144,9 +136,12 @@ def find_gates(model: nn.Module) -> list[GateSite]:
     sites: list[GateSite] = []
     taken: set[str] = set()
     for name, module in model.named_modules():
-        if not _attention_class(type(module)):
+        # family_of_class is cached per class: find_gates runs on every capture, over hundreds
+        # of modules in a timm model
+        family = family_of_class(type(module))
+        if family is None and not isinstance(module, AttentionBlock):
             continue
-        site = _site_of(name, module)
+        site = _site_of(name, module, family)
         if site is None:
             continue
         if site.name in taken:  # two attention modules in one residual block: keep both apart
@@ -263,13 +258,8 @@ def attention_module(model: nn.Module, block: str) -> nn.Module:
     if "branches" in site.gates:  # SelectiveKernel / SplitAttn: a convolution over kernel branches
         raise ValueError(f"{block} ({site.kind}) selects between kernel branches: there is no one feature "
                          f"before its attention to compare channel by channel; see its branch weights")
-    if site.module is not None:
-        return site.module
-    gate_ids = {id(g) for g in site.gates.values()}
-    # the residual block "layer4.0" also holds the gates: the attention module is the deepest match
-    found = [module for name, module in model.named_modules()
-             if _block_name(name) == block and any(id(m) in gate_ids for m in module.modules())]
-    return found[-1]
+    assert site.module is not None  # find_gates records the module of every site it finds
+    return site.module
 
 
 BlockIOCallback = Callable[[torch.Tensor, torch.Tensor], None]

@@ -144,11 +144,6 @@ FAMILIES: dict[str, Family] = {
 }
 
 
-def timm_family(module: nn.Module) -> Family | None:
-    """The family of ``module`` when it is (a subclass of) one of timm's attention modules."""
-    return family_of_class(type(module))
-
-
 @functools.lru_cache(maxsize=4096)
 def family_of_class(module_class: type) -> Family | None:
     """The family of a module class (one MRO walk per class: find_gates runs on every capture)."""

@@ -157,14 +157,14 @@ def test_app_runs_model_loading_and_forwards_on_its_torch_thread(tmp_path, monke
         return real_load(*args, **kwargs)
 
     monkeypatch.setattr(app, "load_model", recording_load)
-    loaded = app._load(CBAM)
+    loaded = app.load_variant(CBAM)
     forwards_on: list[int] = []
     handle = loaded.model.register_forward_pre_hook(lambda *_: forwards_on.append(threading.get_ident()))
     try:
         image = tmp_path / "shapes.png"
         Image.fromarray(generate(0, seed=1, size=loaded.preprocess.input_size).image).save(image)
-        callers = [threading.Thread(target=app._inspect_one, args=(str(image), loaded)) for _ in range(2)]
-        callers.append(threading.Thread(target=app._inspect_images, args=([str(image)] * 2, loaded)))
+        callers = [threading.Thread(target=app.inspect_one, args=(str(image), loaded)) for _ in range(2)]
+        callers.append(threading.Thread(target=app.inspect_images, args=([str(image)] * 2, loaded)))
         for t in callers:
             t.start()
         for t in callers:

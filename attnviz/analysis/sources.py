@@ -107,12 +107,15 @@ def _read_rows(path: Path) -> list[list[str]]:
     ``surrogateescape`` characters), so a list of non-UTF-8 file names names the same files."""
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     try:
-        with open_file(path, accepted=LIST_ACCEPTED, max_bytes=MAX_LIST_BYTES) as raw:
-            data = raw.read()
-        if b"\0" in data:  # binary data, or UTF-16 text: neither is a list of UTF-8 (or byte) names
-            raise csv.Error("it holds NUL bytes: a binary file, or text saved as UTF-16; save it as UTF-8")
-        text = io.StringIO(data.decode("utf-8-sig", "surrogateescape"), newline="")
-        rows = [r for r in csv.reader(text, delimiter=delimiter) if r and any(c.strip() for c in r)]
+        rows = []
+        # streamed row by row: a list near MAX_LIST_BYTES is never held whole as bytes and text
+        with open_file(path, accepted=LIST_ACCEPTED, max_bytes=MAX_LIST_BYTES) as raw, io.TextIOWrapper(
+                raw, encoding="utf-8-sig", errors="surrogateescape", newline="") as text:
+            for r in csv.reader(text, delimiter=delimiter):
+                if any("\0" in c for c in r):  # binary data, or UTF-16 text: not a list of UTF-8 (or byte) names
+                    raise csv.Error("it holds NUL bytes: a binary file, or text saved as UTF-16; save it as UTF-8")
+                if r and any(c.strip() for c in r):
+                    rows.append(r)
     except FileRefused as e:
         raise SourceError(f"{path}: {e.problem}; accepted: {LIST_ACCEPTED}") from None
     except (OSError, csv.Error) as e:

@@ -20,7 +20,6 @@ import os
 import re
 import threading
 import warnings
-from pathlib import Path
 from typing import Union
 
 import numpy as np
@@ -36,7 +35,6 @@ MAX_IMAGE_PIXELS: int = 150_000_000
 potential decompression bombs."""
 
 #: PIL format ids we are willing to decode (multi-picture JPEG/MPO opens via "JPEG").
-_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 _FORMATS_TEXT = "PNG, JPEG, WebP, GIF, BMP, TIFF"
 
 _ARRAY_ACCEPTED = (

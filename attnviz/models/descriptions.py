@@ -10,6 +10,7 @@ folders and a file given alone as ``--weights FILE``.
 """
 from __future__ import annotations
 
+import functools
 import inspect as _inspect
 import json
 from dataclasses import fields
@@ -176,10 +177,25 @@ def variant_from_weights_file(path: str | Path, *, origin: str = "file", name: s
     path = Path(path)
     if not path.is_file():
         return None
-    name = name or path.stem
+    sidecar = path.with_suffix(".json")
+    # Read once per version of the two files: load_model asks on every call with weights=FILE,
+    # and reading means parsing the header and building the model on the meta device (~30 ms).
+    return _described_variant(path, _file_version(path), sidecar, _file_version(sidecar), name or path.stem, origin)
+
+
+def _file_version(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+@functools.lru_cache(maxsize=64)
+def _described_variant(path: Path, _version: tuple[int, int] | None, sidecar: Path,
+                       _sidecar_version: tuple[int, int] | None, name: str, origin: str) -> Variant | None:
     meta, where = embedded_description(path), str(path)
     if meta is None:
-        sidecar = path.with_suffix(".json")
         meta, where = _attnviz_sidecar(sidecar), str(sidecar)
     if meta is None:
         return None

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-FORMAT = "attnviz-checkpoint/1"
+from ..models.zoo import CHECKPOINT_FORMAT as FORMAT  # the one the loader checks
 SYNTHETIC_LICENSE = "CC0-1.0 (attnviz's own training output)"
 IMAGEFOLDER_LICENSE = "same terms as the training images and the backbone weights"
 
