@@ -161,9 +161,8 @@ def _inspect_outputs() -> InspectOutputs:
         gradcam = gr.Image(label="Grad-CAM (top-1 class) on the model's view", type="filepath",
                            format="png", interactive=False, elem_id="inspect-gradcam")
     gr.Markdown("#### Spatial attention maps, by stage (on the region the model saw)")
-    spatial = gr.Gallery(label="Spatial attention maps, by stage", show_label=False, columns=4, height="auto",
-                         format="png", object_fit="contain", interactive=False, elem_id="inspect-spatial",
-                         elem_classes="attnviz-gallery")
+    spatial = gallery(label="Spatial attention maps, by stage", show_label=False, columns=4,
+                      elem_id="inspect-spatial")
     gr.Markdown("#### Channel attention: every block at a glance, then one block")
     overview = chart("Depth overview: blocks × channels (sorted), mean±std", elem_id="inspect-overview")
     stats = chart("Channel-gate mean / std / entropy along depth")

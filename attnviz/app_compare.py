@@ -98,18 +98,7 @@ def compare_stats_chart(results: Mapping[str, Inspection], slots: Sequence[tuple
         if not series:
             series = {"no channel attention": [math.nan] * len(labels)}
         charts.append(render.stats_along_depth(series, title=title, labels=labels, size=(720, 260)))
-    return stack_vertical(charts)
-
-
-def stack_vertical(images: Sequence[Image.Image], gap: int = 6) -> Image.Image:
-    w = max(im.width for im in images)
-    h = sum(im.height for im in images) + gap * (len(images) - 1)
-    out = Image.new("RGB", (w, h), (255, 255, 255))
-    y = 0
-    for im in images:
-        out.paste(im.convert("RGB"), (0, y))
-        y += im.height + gap
-    return out
+    return render.stack_vertical(charts, gap=6)
 
 
 def compare_summary(results: Mapping[str, Inspection], slots: Sequence[tuple[str, int | None]],

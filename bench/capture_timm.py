@@ -18,40 +18,19 @@ import argparse
 import os
 import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import timm  # noqa: E402
 import torch  # noqa: E402
 from timm.data import resolve_data_config  # noqa: E402
 
 import attnviz  # noqa: E402
+from timing import abba, median_ms  # noqa: E402  (bench/timing.py)
 
 MODELS = ("efficientnet_b0", "mobilenetv3_large_100", "skresnet18", "resnest14d")
-
-
-def _ms(fn: Callable[[], object]) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return 1e3 * (time.perf_counter() - t0)
-
-
-def abba(bare: Callable[[], object], under: Callable[[], object], repeats: int) -> tuple[list[float], list[float]]:
-    """Paired ms of ``bare`` and ``under`` from ``repeats`` ABBA quadruples (pair i: i-th of each)."""
-    for _ in range(3):  # warm-up
-        bare(), under()
-    bare_ms, under_ms = [], []
-    for _ in range(repeats):
-        a1 = _ms(bare)
-        b1 = _ms(under)
-        b2 = _ms(under)
-        a2 = _ms(bare)
-        bare_ms += [a1, a2]
-        under_ms += [b1, b2]
-    return bare_ms, under_ms
 
 
 def bench_model(name: str, repeats: int) -> dict[str, float]:
@@ -68,15 +47,15 @@ def bench_model(name: str, repeats: int) -> dict[str, float]:
         with torch.inference_mode(), attnviz.capture(model):
             model(x)
 
-    bare_ms, under_ms = abba(bare, captured, repeats)
+    bare_ms, under_ms = abba(bare, captured, 2 * repeats)  # ABBA: pairs (a, b), (b, a) alternate
     ratios = [b / a for a, b in zip(bare_ms, under_ms)]
-    find_ms = statistics.median(_ms(lambda: attnviz.find_gates(model)) for _ in range(50))
+    find_ms = median_ms(lambda: attnviz.find_gates(model), 50, warmup=0)
 
     def setup_only() -> None:  # find the gates, hook them, unhook them: no forward
         with attnviz.capture(model):
             pass
 
-    setup_ms = statistics.median(_ms(setup_only) for _ in range(50))
+    setup_ms = median_ms(setup_only, 50, warmup=0)
     quartiles = statistics.quantiles(ratios, n=4)
     return dict(size=size, blocks=len(attnviz.find_gates(model)), bare_ms=statistics.median(bare_ms),
                 ratio=statistics.median(ratios), q1=quartiles[0], q3=quartiles[2], find_ms=find_ms,

@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from servers import free_port  # noqa: E402  (bench/servers.py)
-from timing import rss_bytes  # noqa: E402  (bench/timing.py)
+from timing import mb, rss_bytes  # noqa: E402  (bench/timing.py)
 
 from tests.hub_standin import HubStandIn, timm_safetensors  # noqa: E402
 
@@ -46,7 +46,7 @@ HUB_VARIANT = "seresnet50"
 
 
 def rss_mb(pid: int) -> float:
-    return rss_bytes(pid)[0] / 2**20
+    return mb(rss_bytes(pid)[0])
 
 
 class App:

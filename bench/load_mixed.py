@@ -17,7 +17,9 @@ import argparse
 import concurrent.futures as cf
 import io
 import json
+import math
 import os
+import statistics
 import sys
 import tempfile
 import threading
@@ -192,7 +194,7 @@ def _scratch(roots: list[Path]) -> tuple[float, int]:
 
 
 def _sampler(pid: int, scratch: list[Path], rows: list[dict], stop: threading.Event, t0: float, every: float) -> None:
-    from bench import mb, rss_bytes
+    from timing import mb, rss_bytes  # bench/timing.py (main puts bench/ on sys.path)
 
     while not stop.wait(every):
         mb_used, folders = _scratch(scratch)
@@ -213,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE", help="extra server environment")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from bench import ROOT, Server  # bench/bench.py: the app-server helper
+    from servers import ROOT, Server  # bench/servers.py: the app-server helper
+
+    sys.path.insert(0, str(ROOT))  # attnviz, for the synthetic inputs
 
     tmp = Path(tempfile.mkdtemp(prefix="attnviz-bench-load-"))
     inputs = make_inputs(tmp / "inputs")
@@ -245,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         server.stop()
     lat = sorted(outcome.latencies) or [0.0]
     print(f"\n{args.clients} clients, {outcome.done} requests in {wall:.0f} s ({outcome.done / wall:.2f}/s); "
-          f"latency median {lat[len(lat) // 2]:.2f} s, p95 {lat[int(0.95 * (len(lat) - 1))]:.2f} s; "
+          f"latency median {statistics.median(lat):.2f} s, p95 {lat[math.ceil(0.95 * len(lat)) - 1]:.2f} s "
+          "(nearest rank); "
           f"equal to serial: {outcome.done - len(outcome.mismatches)}/{outcome.done}; errors: {len(outcome.errors)}")
     if rows:
         warm = rows[min(2, len(rows) - 1)]

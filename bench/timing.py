@@ -78,9 +78,19 @@ def abba(a: Callable[[], object], b: Callable[[], object], repeats: int,
     return ta, tb
 
 
+def _per_repeat(samples: Sequence[float], repeats: int) -> np.ndarray:
+    """``samples`` (in repeat order, the same number from each repeat) as one median per repeat."""
+    return np.median(np.asarray(samples, dtype=float).reshape(repeats, -1), axis=1)
+
+
 def paired_median(num: Sequence[float], den: Sequence[float]) -> float:
     """Median of ``num[i] / den[i]``: each sample against the one measured beside it, so the
-    machine's speed swings cancel where the ratio of two separate medians drifts with them."""
+    machine's speed swings cancel where the ratio of two separate medians drifts with them. A
+    row timed k times per repeat (the bare forward of the ABBA rows) is first reduced to its
+    median in each repeat, so a row timed once per repeat is paired with its own repeat."""
+    if len(num) and len(den) and len(num) != len(den) and max(len(num), len(den)) % min(len(num), len(den)) == 0:
+        repeats = min(len(num), len(den))
+        return float(np.median(_per_repeat(num, repeats) / _per_repeat(den, repeats)))
     n = min(len(num), len(den))
     return float(np.median(np.asarray(num[:n]) / np.asarray(den[:n])))
 

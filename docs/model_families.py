@@ -72,10 +72,9 @@ def _build(name: str, kwargs: dict) -> torch.nn.Module:
         return timm.create_model(name, pretrained=False, **kwargs)
 
 
-def _weights(name: str, extra: str) -> str:
+def _weights(tags: list[str], extra: str) -> str:
     if extra:
         return "no (attention added at random init)"
-    tags = timm.list_pretrained(f"{name}.*")
     in1k = [t for t in tags if t.endswith("in1k")]
     return f"yes: `{(in1k or tags)[0]}`" if tags else "no"
 
@@ -91,10 +90,11 @@ def row(family: str, name: str, args: tuple[dict, str]) -> str:
     roles = sorted({r if r != "joint" else "joint (channel + spatial means)" for s in sites for r in s.gates})
     kinds = ", ".join(sorted({s.kind for s in sites}))
     shown = f', {extra}' if extra else ""
-    pretrained = "True" if not extra and timm.list_pretrained(f"{name}.*") else "False"
+    tags = timm.list_pretrained(f"{name}.*")
+    pretrained = "True" if not extra and tags else "False"
     how = f'`attnviz.inspect(img, timm.create_model("{name}"{shown}, pretrained={pretrained}).eval())`'
     return (f"| {family} | {classes} | {kinds} | {', '.join(roles)} | `{name}` | {len(sites)} | "
-            f"{_weights(name, extra)} | {how} |")
+            f"{_weights(tags, extra)} | {how} |")
 
 
 def table() -> str:

@@ -6,7 +6,6 @@ import contextlib
 import importlib.util
 import io
 import json
-import socket
 import sys
 import threading
 import time
@@ -15,10 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
+import torch
 from gradio_client import Client, handle_file
 from PIL import Image
 
 from attnviz.synthetic import generate
+
+from .conftest import _free_port
+from .weights_support import put_in_hf_cache
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILTIN = "shapes_cbam_resnet"
@@ -56,12 +59,15 @@ def test_file_payloads_the_server_never_handed_out_are_refused(app_server, clien
     scratch = Path(out[2]["path"]).parents[1]  # <scratch root>/<request folder>/gradcam.jpg
     uploads = app_server.log.parent / "gradio_tmp"
     checkpoint = next(app_server.checkpoints.glob("*.safetensors"))
+    cached = put_in_hf_cache(app_server.hf_home, "attnviz-tests/hostile", "model.safetensors",
+                             {"w": torch.zeros(1)})  # a real file in the server's weights cache
+    assert cached.is_file()
     inspect = lambda p, weights=None: [_fd(p), BUILTIN, 0.5, "jet", weights]  # noqa: E731
     refused_by_gradio = {
         "/etc/passwd": inspect("/etc/passwd"),
         "app.py": inspect(str(ROOT / "app.py")),
         "checkpoint": inspect(str(checkpoint)),
-        "weights cache": inspect(str(app_server.log.parent / "hf_home" / "hub" / "model.safetensors")),
+        "weights cache": inspect(str(cached)),
         "../ out of uploads": inspect(str(uploads / ".." / ".." / "etc" / "passwd")),
         "weights payload": inspect(str(_image(tmp_path / "b.png")), _fd(str(checkpoint))),
     }
@@ -97,12 +103,6 @@ def test_scratch_folders_stay_bounded_over_300_requests(tmp_path):
 
 # ------------------------------------------------------------------------------------------------
 # the real app in this process: its torch thread can be held, its queue and models looked at
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

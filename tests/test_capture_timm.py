@@ -209,9 +209,6 @@ def test_every_attention_module_is_found_once(name):
         assert len(sites) == ISSUE_COUNTS[name]
 
 
-MAX_DIFF: dict[str, float] = {}
-
-
 @pytest.mark.parametrize("name", MODELS)
 def test_every_gate_is_exact_in_float64(name):
     model = build(name)
@@ -230,7 +227,6 @@ def test_every_gate_is_exact_in_float64(name):
             assert captured.dtype == torch.float64 and captured.shape == values.shape, (site.name, role)
             worst = max(worst, (captured - values).abs().max().item())
         worst = max(worst, (rebuilt - y).abs().max().item())
-    MAX_DIFF[name] = worst
     print(f"{name}: max |captured - recomputed| and |output - rebuilt| = {worst:.3g}")
     assert worst <= EXACT
 

@@ -19,7 +19,7 @@ Public API (modules of this package in brackets)
   (``branches``).
 - :func:`depth_overview` -- blocks x channels gate image for a whole model (``depth``).
 - :func:`stats_along_depth` -- line chart of per-depth statistics (``depth``).
-- :func:`image_grid`, :func:`to_png_bytes`, :func:`to_jpeg_bytes` -- composition and
+- :func:`image_grid`, :func:`stack_vertical`, :func:`to_png_bytes`, :func:`to_jpeg_bytes` -- composition and
   encoding (``grid``).
 - :func:`attnviz.render.profiles.profile_heatmap`, :func:`~attnviz.render.profiles.channel_order`
   -- rows x channels heat map of one block's gates (``profiles``).
@@ -33,7 +33,7 @@ from .branches import branch_bar_charts, branch_figure, branch_stack_chart
 from .charts import ChannelBarLayout, channel_bar_chart, channel_bar_layout
 from .colormaps import COLORMAPS, RGB, colormap_lut
 from .depth import depth_overview, stats_along_depth
-from .grid import image_grid, to_jpeg_bytes, to_png_bytes
+from .grid import image_grid, stack_vertical, to_jpeg_bytes, to_png_bytes
 from .maps import NormalizeMode, heatmap, normalize_map, overlay, upsample_map
 
 __all__ = [
@@ -52,6 +52,7 @@ __all__ = [
     "depth_overview",
     "stats_along_depth",
     "image_grid",
+    "stack_vertical",
     "to_png_bytes",
     "to_jpeg_bytes",
 ]

@@ -13,6 +13,7 @@ from PIL import Image
 from .chart_axes import _column_ranges, _nice_step
 from .charts import channel_bar_chart
 from .colormaps import _AXIS, _BLACK, _GRID, _MUTED, _TEXT, _WHITE, RGB
+from .grid import stack_vertical
 from .maps import _check_size
 from .text import _fit_text, _line_height, _put_text, _text_size
 
@@ -42,10 +43,7 @@ def branch_bar_charts(weights: np.ndarray, *, title: str = "", size: tuple[int, 
     panels = [channel_bar_chart(w[k], title=f"{title} · branch {k}" if title else f"branch {k}", top_k=0,
                                 size=size, sort=False, color=BRANCH_COLORS[k % len(BRANCH_COLORS)],
                                 font_size=font_size) for k in range(w.shape[0])]
-    out = Image.new("RGB", (panels[0].width, sum(p.height for p in panels)), _WHITE)
-    for k, panel in enumerate(panels):
-        out.paste(panel, (0, k * panels[0].height))
-    return out
+    return stack_vertical(panels)
 
 
 def _column_shares(w: np.ndarray, pw: int) -> tuple[np.ndarray, np.ndarray]:
@@ -154,7 +152,4 @@ def branch_figure(weights: np.ndarray, *, title: str = "", width: int = 640, fon
     one bar chart per branch (channels in index order)."""
     stack = branch_stack_chart(weights, title=title, size=(width, 240), font_size=font_size)
     bars = branch_bar_charts(weights, size=(width, 140), font_size=font_size)
-    out = Image.new("RGB", (width, stack.height + bars.height), _WHITE)
-    out.paste(stack, (0, 0))
-    out.paste(bars, (0, stack.height))
-    return out
+    return stack_vertical([stack, bars])

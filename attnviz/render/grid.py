@@ -59,6 +59,18 @@ def image_grid(
     return out
 
 
+def stack_vertical(images: Sequence[Image.Image], gap: int = 0) -> Image.Image:
+    """``images`` top to bottom on white, left-aligned, ``gap`` pixels apart."""
+    w = max(im.width for im in images)
+    h = sum(im.height for im in images) + gap * (len(images) - 1)
+    out = Image.new("RGB", (w, h), _WHITE)
+    y = 0
+    for im in images:
+        out.paste(im.convert("RGB"), (0, y))
+        y += im.height + gap
+    return out
+
+
 def to_png_bytes(image: Image.Image) -> bytes:
     """Encode ``image`` as PNG with ``compress_level=1`` (fast)."""
     buf = io.BytesIO()
